@@ -1,0 +1,3 @@
+from hostchaos.cli import main
+
+main()

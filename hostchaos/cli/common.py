@@ -1,0 +1,48 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from hostchaos.errors import SpecError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Duration(click.ParamType):
+    """A duration such as 30s, 5m, 1h, 1h30m or plain seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        from hostchaos.durations import parse_duration
+
+        try:
+            return parse_duration(str(value), what=param.opts[0] if param else "duration")
+        except SpecError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print machine-readable JSON on stdout.")(func)
+
+
+def make_engine() -> Any:
+    from hostchaos import guardian
+    from hostchaos.config import Config
+    from hostchaos.engine import Engine
+
+    return Engine(Config.load(), spawn_guardian=guardian.spawn)
+
+

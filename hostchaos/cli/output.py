@@ -1,0 +1,66 @@
+"""Printing for the CLI: one shape for text and JSON, the same with or without the daemon."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import click
+
+from hostchaos.durations import format_duration
+from hostchaos.journal import FaultRecord
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def clock_time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).astimezone().strftime("%H:%M:%S")
+
+
+def record_summary(record: FaultRecord) -> dict[str, Any]:
+    """The public view of a fault (what --json prints)."""
+    from hostchaos import faults
+
+    try:
+        target = faults.fault_class(record.kind).spec_type.from_dict(record.spec).target_label()
+    except Exception:
+        target = "?"
+    return {
+        "id": record.id,
+        "kind": record.kind,
+        "state": record.state,
+        "target": target,
+        "spec": record.spec,
+        "created_at": _iso(record.created_at),
+        "expires_at": _iso(record.expires_at),
+        "lease_seconds": record.lease_seconds,
+        "lease_expires_at": _iso(record.lease_expires_at),
+        "guardian_pid": record.guardian.pid if record.guardian else None,
+        "error": record.error,
+        "ended_at": _iso(record.ended_at),
+        "end_reason": record.end_reason,
+    }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def remaining(record: FaultRecord) -> str:
+    left = record.expires_at - time.time()
+    if not record.is_open:
+        return "-"
+    return format_duration(left) if left > 0 else "due"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *rows]]
+    return "\n".join(lines)

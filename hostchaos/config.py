@@ -1,0 +1,53 @@
+"""Agent configuration: ``/etc/hostchaos/config.toml`` or ``$HOSTCHAOS_CONFIG``.
+
+Example::
+
+    # /etc/hostchaos/config.toml
+    default_duration = "60s"   # --for when none is given
+    max_duration = "1h"        # hard cap on --for and on extend
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from hostchaos.durations import parse_duration
+from hostchaos.errors import SpecError
+
+DEFAULT_CONFIG_PATH = Path("/etc/hostchaos/config.toml")
+DEFAULT_STATE_DIR = Path("/var/lib/hostchaos")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Limits and paths every fault obeys."""
+
+    default_duration: float = 60.0
+    max_duration: float = 3600.0
+    state_dir: Path = DEFAULT_STATE_DIR
+
+    @classmethod
+    def load(cls) -> Config:
+        path = Path(os.environ.get("HOSTCHAOS_CONFIG", str(DEFAULT_CONFIG_PATH)))
+        state_dir = Path(os.environ.get("HOSTCHAOS_STATE_DIR", str(DEFAULT_STATE_DIR)))
+        values: dict[str, object] = {}
+        if path.is_file():
+            try:
+                values = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise SpecError(f"config file {path} is unreadable: {exc}") from exc
+        default = _duration(values, "default_duration", cls.default_duration, path)
+        cap = _duration(values, "max_duration", cls.max_duration, path)
+        if default > cap:
+            raise SpecError(f"config file {path}: default_duration is above max_duration")
+        return cls(default_duration=default, max_duration=cap, state_dir=state_dir)
+
+
+def _duration(values: dict[str, object], key: str, fallback: float, path: Path) -> float:
+    raw = values.get(key)
+    if raw is None:
+        return fallback
+    return parse_duration(str(raw), what=f"{key} in {path}")

@@ -1,0 +1,1 @@
+"""The only code that touches the OS. Everything here turns OS errors into hostchaos errors."""

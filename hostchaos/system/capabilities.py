@@ -1,0 +1,184 @@
+"""What this host can do: the probe behind `hostchaos doctor`, preflight checks and test skips.
+
+Each check returns a :class:`Capability` with a one-line fix for when it is
+missing. Probes read /proc, /sys and /lib/modules; the only probe that acts is
+the last-resort qdisc probe, which runs in a throwaway network namespace of a
+child process and so cannot change the host.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One thing hostchaos may need, whether it is there, and how to get it."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
+
+
+def is_root() -> Capability:
+    ok = os.geteuid() == 0
+    return Capability("root", ok, "running as root" if ok else f"running as uid {os.geteuid()}",
+                      "" if ok else "run hostchaos with sudo")
+
+
+@cache
+def _kernel_config() -> dict[str, str]:
+    release = os.uname().release
+    candidates = [Path("/proc/config.gz"), Path(f"/boot/config-{release}")]
+    for path in candidates:
+        try:
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        except OSError:
+            continue
+        out = {}
+        for line in raw.decode(errors="replace").splitlines():
+            if line.startswith("CONFIG_") and "=" in line:
+                key, _, value = line.partition("=")
+                out[key] = value
+        return out
+    return {}
+
+
+def _module_file_present(module: str) -> bool:
+    base = Path("/lib/modules") / os.uname().release
+    for listing in ("modules.builtin", "modules.dep"):
+        try:
+            text = (base / listing).read_text()
+        except OSError:
+            continue
+        if f"/{module}.ko" in text:
+            return True
+    return False
+
+
+def kernel_module(module: str, config_key: str) -> Capability:
+    """Is ``module`` loaded, built in, or loadable on the running kernel?"""
+    release = os.uname().release
+    if Path("/sys/module", module).exists():
+        return Capability(module, True, "loaded")
+    setting = _kernel_config().get(config_key)
+    if setting == "y":
+        return Capability(module, True, "built into the kernel")
+    if _module_file_present(module):
+        return Capability(module, True, "loadable module")
+    if setting == "m":
+        detail = f"configured as a module but not installed for kernel {release}"
+    elif _kernel_config():
+        detail = f"not built for kernel {release} ({config_key} is not set)"
+    else:
+        return _probe_by_trying(module)
+    return Capability(
+        module, False, detail,
+        f"boot a kernel with {module} (e.g. Debian's linux-image-amd64), then `modprobe {module}`",
+    )
+
+
+def _probe_by_trying(module: str) -> Capability:
+    kind = module.removeprefix("sch_")
+    ok = _try_qdisc_in_child_netns(kind)
+    return Capability(module, ok, "accepted by the kernel" if ok else "refused by the kernel",
+                      "" if ok else f"load or install kernel module {module}")
+
+
+def _try_qdisc_in_child_netns(kind: str) -> bool:
+    import ctypes
+
+    pid = os.fork()
+    if pid == 0:  # child: private netns, try the qdisc on its loopback, report by exit code
+        code = 1
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(0x40000000) == 0:  # CLONE_NEWNET
+                from pyroute2 import IPRoute
+
+                with IPRoute() as ipr:
+                    ipr.tc("add", kind, 1)
+                code = 0
+        except Exception:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def netem() -> Capability:
+    return kernel_module("sch_netem", "CONFIG_NET_SCH_NETEM")
+
+
+def ifb() -> Capability:
+    return kernel_module("ifb", "CONFIG_IFB")
+
+
+def htb() -> Capability:
+    return kernel_module("sch_htb", "CONFIG_NET_SCH_HTB")
+
+
+def u32() -> Capability:
+    return kernel_module("cls_u32", "CONFIG_NET_CLS_U32")
+
+
+def cgroups() -> Capability:
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        controllers = (root / "cgroup.controllers").read_text().split()
+        return Capability("cgroups", True, f"v2 (unified), controllers: {' '.join(controllers)}")
+    v1 = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if v1:
+        return Capability("cgroups", True, f"v1 (hybrid), hierarchies: {' '.join(v1)}")
+    return Capability("cgroups", False, "no cgroup filesystem mounted", "mount cgroup2 on /sys/fs/cgroup")
+
+
+def libfaketime() -> Capability:
+    path = libfaketime_path()
+    if path:
+        return Capability("libfaketime", True, str(path))
+    return Capability("libfaketime", False, "libfaketime.so.1 not found",
+                      "pip install libfaketime (or apt-get install libfaketime)")
+
+
+def libfaketime_path() -> Path | None:
+    try:
+        import libfaketime as pkg
+
+        candidate = Path(pkg.__file__).parent / "vendor/libfaketime/src/libfaketime.so.1"
+        if candidate.exists():
+            return candidate
+    except ImportError:
+        pass
+    for path in Path("/usr/lib").glob("*/faketime/libfaketime.so.1"):
+        return path
+    return None
+
+
+def container_runtimes() -> Capability:
+    found = [name for name in ("docker", "podman", "nerdctl", "crictl") if shutil.which(name)]
+    return Capability("containers", bool(found),
+                      f"found: {', '.join(found)}" if found else "no container runtime found",
+                      "" if found else "install podman or docker to target containers")
+
+
+def all_checks() -> list[Capability]:
+    return [is_root(), netem(), ifb(), htb(), u32(), cgroups(), libfaketime(), container_runtimes()]
+
+
+#: fault family -> the capabilities it cannot work without
+FAMILY_NEEDS = {
+    "network": ("root", "sch_netem", "sch_htb", "cls_u32"),
+    "network-ingress": ("root", "sch_netem", "ifb"),
+    "resources": ("root", "cgroups"),
+    "clock": ("libfaketime",),
+}

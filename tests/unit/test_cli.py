@@ -1,0 +1,101 @@
+"""The CLI as an operator meets it: exit codes, one-line errors, JSON, lazy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hostchaos.cli import cli
+from tests.support.cli import hostchaos, one_line_error
+
+
+def run(*args: str, state_dir: Path) -> tuple[int, str, str]:
+    runner = CliRunner()
+    result = runner.invoke(cli, list(args), env={"HOSTCHAOS_STATE_DIR": str(state_dir)})
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(("args", "code", "fragment"), [
+    (["inject", "latency", "--iface", "lo", "--ms", "abc"], 2, "not a valid float"),
+    (["inject", "latency", "--iface", "lo", "--ms", "-5"], 2, "--ms must be above 0"),
+    (["inject", "latency", "--iface", "lo", "--ms", "0"], 2, "--ms must be above 0"),
+    (["inject", "loss", "--iface", "lo", "--percent", "101"], 2, "--percent must be above 0"),
+    (["inject", "loss", "--iface", "lo", "--percent", "0"], 2, "--percent must be above 0"),
+    (["inject", "loss", "--iface", "lo", "--percent", "5", "--for", "2h"], 2, "above the cap"),
+    (["inject", "loss", "--iface", "lo", "--percent", "5", "--for", "-1s"], 2, "not a duration"),
+    (["inject", "loss", "--iface", "lo", "--percent", "5", "--for", "0"], 2, "greater than zero"),
+    (["inject", "loss", "--iface", "lo", "--percent", "5", "--lease", "5m", "--for", "1m"], 2,
+     "longer than"),
+    (["inject", "loss", "--iface", "lo"], 2, "Missing option '--percent'"),
+    (["status", "hc-latency-deadbeef"], 4, "not found"),
+    (["rollback", "hc-latency-deadbeef"], 4, "not found"),
+    (["extend", "hc-latency-deadbeef"], 4, "not found"),
+    (["rollback"], 2, "exactly one of"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(
+    args: list[str], code: int, fragment: str, state_dir: Path
+) -> None:
+    result = hostchaos(*args, state_dir=state_dir)
+    assert result.returncode == code, result.stderr
+    assert fragment in one_line_error(result)
+    faults = state_dir / "faults"
+    assert not faults.exists() or list(faults.glob("*.json")) == []
+
+
+def test_bad_input_with_json_prints_error_object(state_dir: Path) -> None:
+    result = hostchaos("inject", "latency", "--iface", "lo", "--ms", "-1", "--json",
+                       state_dir=state_dir)
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["error"]["type"] == "spec"
+
+
+def test_unwritable_state_dir_refuses_with_exit_8(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = hostchaos("inject", "latency", "--iface", "lo", "--ms", "10",
+                       state_dir=blocker / "state")
+    assert result.returncode == 8
+    assert "not writable" in one_line_error(result)
+
+
+def test_empty_list_sweep_and_json(state_dir: Path) -> None:
+    code, out, _ = run("list", state_dir=state_dir)
+    assert code == 0 and "no open faults" in out
+    code, out, _ = run("list", "--json", state_dir=state_dir)
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = run("sweep", "--json", state_dir=state_dir)
+    assert code == 0 and json.loads(out)["rolled_back"] == []
+
+
+def test_help_and_usage_errors_do_not_import_pyroute2_or_psutil() -> None:
+    probe = (
+        "import sys\n"
+        "from hostchaos.cli import main\n"
+        "for argv in (['hostchaos', '--help'], ['hostchaos', 'inject', 'latency', '--help'],\n"
+        "             ['hostchaos', 'inject', 'latency', '--iface', 'x', '--ms', '-1']):\n"
+        "    sys.argv = argv\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'psutil'))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert "HEAVY []" in out
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    for args in (["--help"], ["inject", "--help"], ["inject", "latency", "--help"],
+                 ["inject", "loss", "--help"], ["list", "--help"], ["status", "--help"],
+                 ["extend", "--help"], ["rollback", "--help"], ["sweep", "--help"],
+                 ["doctor", "--help"], ["demo", "--help"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0 and "Usage:" in result.stdout

@@ -1,0 +1,187 @@
+"""The engine's state machine against a fake fault whose host is a JSON file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hostchaos.config import Config
+from hostchaos.engine import Engine
+from hostchaos.errors import ApplyError, ConflictError, RollbackError, SpecError
+from hostchaos.journal import FaultRecord, Journal
+from hostchaos.system.procs import ProcessRef
+from tests.support.fakes import FakeSpec, factory
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 10_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def engine(state_dir: Path, clock: Clock) -> Engine:
+    # the "guardian" is this test process: alive for as long as the test runs
+    return Engine(Config(state_dir=state_dir), fault_factory=factory,
+                  spawn_guardian=lambda _id: ProcessRef.current(), clock=clock)
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    return tmp_path / "host.json"
+
+
+def host_items(host: Path) -> dict[str, bool]:
+    return json.loads(host.read_text()) if host.exists() else {}
+
+
+def test_inject_then_rollback(engine: Engine, host: Path) -> None:
+    record = engine.inject(FakeSpec(host_file=str(host)), duration=30)
+    assert record.state == "active"
+    assert host_items(host) == {"t1-0": True, "t1-1": True, "t1-2": True}
+    states = [e["state"] for e in record.events]
+    assert states == ["pending", "applying", "active"]
+    assert record.expires_at == pytest.approx(engine.clock() + 30)
+    assert engine.status(record.id)[1] == {"items": ["t1-0", "t1-1", "t1-2"]}
+
+    done = engine.rollback(record.id)
+    assert done.state == "rolled-back" and host_items(host) == {}
+    again = engine.rollback(record.id)  # idempotent
+    assert again.state == "rolled-back"
+
+
+def test_failed_apply_rolls_back_partial_work(engine: Engine, host: Path) -> None:
+    with pytest.raises(ApplyError, match="step 2"):
+        engine.inject(FakeSpec(host_file=str(host), fail_at_step=2))
+    assert host_items(host) == {}
+    (record,) = engine.list(include_ended=True)
+    assert record.state == "failed"
+    assert [e["state"] for e in record.events] == ["pending", "applying", "rolling-back", "failed"]
+
+
+def test_rollback_failure_is_sticky_and_retried_by_sweep(
+    engine: Engine, host: Path, state_dir: Path
+) -> None:
+    record = engine.inject(FakeSpec(host_file=str(host), fail_rollback=True))
+    with pytest.raises(RollbackError, match="retry with `hostchaos rollback"):
+        engine.rollback(record.id)
+    stored = Journal(state_dir).load(record.id)
+    assert stored.state == "rollback-failed" and stored.is_open
+    # the operator fixes the cause; sweep retries and succeeds
+    stored.spec["fail_rollback"] = False
+    Journal(state_dir).save(stored)
+    report = engine.sweep()
+    assert report.rolled_back == [{"id": record.id, "reason": "retrying a failed rollback"}]
+    assert host_items(host) == {}
+
+
+def test_duration_cap_and_default(engine: Engine, host: Path) -> None:
+    with pytest.raises(SpecError, match="above the cap"):
+        engine.inject(FakeSpec(host_file=str(host)), duration=3601)
+    assert not host.exists() and engine.list(include_ended=True) == []
+    record = engine.inject(FakeSpec(host_file=str(host)))
+    assert record.expires_at - record.created_at == pytest.approx(60)
+
+
+def test_overlapping_fault_refused(engine: Engine, host: Path) -> None:
+    first = engine.inject(FakeSpec(host_file=str(host)))
+    with pytest.raises(ConflictError, match=first.id):
+        engine.inject(FakeSpec(host_file=str(host)))
+    engine.inject(FakeSpec(host_file=str(host), target="t2"))
+
+
+def test_sweep_rolls_back_expired_and_expired_leases(
+    engine: Engine, host: Path, clock: Clock
+) -> None:
+    short = engine.inject(FakeSpec(host_file=str(host), target="a"), duration=10)
+    leased = engine.inject(FakeSpec(host_file=str(host), target="b"), duration=100, lease=5)
+    long = engine.inject(FakeSpec(host_file=str(host), target="c"), duration=100)
+    clock.now += 4
+    engine.extend(leased.id)          # renewed: lease now ends at +9
+    clock.now += 4                    # t = +8
+    assert engine.sweep().rolled_back == []
+    clock.now += 3                    # t = +11: short's deadline and leased's lease passed
+    report = engine.sweep()
+    assert {r["id"]: r["reason"] for r in report.rolled_back} == {
+        short.id: "deadline reached", leased.id: "lease expired without renewal"}
+    assert report.still_active == [long.id]
+    assert sorted(host_items(host)) == ["c-0", "c-1", "c-2"]
+
+
+def test_extend_respects_cap(engine: Engine, host: Path, clock: Clock) -> None:
+    record = engine.inject(FakeSpec(host_file=str(host)), duration=60)
+    clock.now += 30
+    moved = engine.extend(record.id, 600)
+    assert moved.expires_at == pytest.approx(clock.now + 600)
+    with pytest.raises(SpecError, match="past the cap"):
+        engine.extend(record.id, 3600)
+
+
+def test_sweep_rolls_back_fault_whose_guardian_is_gone(
+    engine: Engine, host: Path, state_dir: Path
+) -> None:
+    record = engine.inject(FakeSpec(host_file=str(host)))
+    stored = Journal(state_dir).load(record.id)
+    stored.guardian = ProcessRef(pid=stored.guardian.pid, start_ticks=1)  # type: ignore[union-attr]
+    Journal(state_dir).save(stored)
+    report = engine.sweep()
+    assert report.rolled_back == [{"id": record.id, "reason": "its guardian is gone"}]
+    assert host_items(host) == {}
+
+
+def test_sweep_rolls_back_fault_whose_applier_died_mid_apply(
+    engine: Engine, host: Path, state_dir: Path
+) -> None:
+    journal = Journal(state_dir)
+    journal.ensure_writable()
+    record = FaultRecord(id="hc-fake-0000dead", kind="fake", spec={"host_file": str(host)},
+                         boot_id=engine_boot(), created_at=engine.clock(),
+                         expires_at=engine.clock() + 60, survives_reboot=False,
+                         state="applying", applier=ProcessRef(pid=1, start_ticks=123456789),
+                         guardian=ProcessRef.current(),
+                         undo=[{"step": "item", "key": "t1-0"}])
+    journal.save(record)
+    host.write_text(json.dumps({"t1-0": True}))
+    report = engine.sweep()
+    assert report.rolled_back[0]["reason"] == "the injecting process died during apply"
+    assert host_items(host) == {}
+
+
+def engine_boot() -> str:
+    from hostchaos.system.procs import boot_id
+
+    return boot_id()
+
+
+def test_sweep_closes_records_from_another_boot(
+    engine: Engine, host: Path, state_dir: Path
+) -> None:
+    record = engine.inject(FakeSpec(host_file=str(host)))
+    journal = Journal(state_dir)
+    stored = journal.load(record.id)
+    stored.boot_id = "another-boot"
+    journal.save(stored)
+    host.unlink()  # the reboot took the (kernel-only) fault with it
+    report = engine.sweep()
+    assert report.closed_by_reboot == [record.id]
+    assert journal.load(record.id).end_reason == "the reboot removed it"
+
+
+def test_sweep_survives_torn_records(engine: Engine, host: Path, state_dir: Path) -> None:
+    ok = engine.inject(FakeSpec(host_file=str(host)), duration=5)
+    (state_dir / "faults" / "hc-fake-torn0000.json").write_bytes(b'{"id": "hc-fake-to')
+    (state_dir / "faults" / ".hc-fake-x.json.tmp.999999999").write_bytes(b"{")
+    engine.clock.now += 10  # type: ignore[attr-defined]
+    report = engine.sweep()
+    assert [q["path"].rsplit("/", 1)[-1] for q in report.quarantined] == ["hc-fake-torn0000.json"]
+    assert report.rolled_back == [{"id": ok.id, "reason": "deadline reached"}]
+    assert not (state_dir / "faults" / ".hc-fake-x.json.tmp.999999999").exists()

@@ -1,0 +1,100 @@
+"""Journal crash cases: torn files, a missing rename, another boot, an unwritable directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hostchaos.errors import JournalError, TargetNotFoundError
+from hostchaos.journal import ACTIVE, FaultRecord, Journal, UndoLog
+from hostchaos.system.procs import ProcessRef, boot_id
+
+
+def make_record(fault_id: str = "hc-fake-00000001", **kw: object) -> FaultRecord:
+    base: dict[str, object] = dict(id=fault_id, kind="fake", spec={"host_file": "/nonexistent"},
+                                   boot_id=boot_id(), created_at=1000.0, expires_at=2000.0,
+                                   survives_reboot=False)
+    base.update(kw)
+    return FaultRecord(**base)  # type: ignore[arg-type]
+
+
+def test_save_load_round_trip(state_dir: Path) -> None:
+    journal = Journal(state_dir)
+    journal.ensure_writable()
+    record = make_record(guardian=ProcessRef.current(), lease_seconds=5.0, lease_expires_at=1005.0)
+    record.transition(ACTIVE, "test")
+    journal.save(record)
+    loaded = journal.load(record.id)
+    assert loaded.to_dict() == record.to_dict()
+    assert (state_dir / "faults" / f"{record.id}.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_note_is_on_disk_before_note_returns(state_dir: Path) -> None:
+    journal = Journal(state_dir)
+    journal.ensure_writable()
+    record = make_record()
+    journal.save(record)
+    UndoLog(record, journal).note("root", original={"kind": "noqueue"})
+    on_disk = json.loads(journal.path_of(record.id).read_text())
+    assert on_disk["undo"] == [{"step": "root", "original": {"kind": "noqueue"}}]
+
+
+def test_torn_tmp_file_and_missing_rename_leave_last_good_record(state_dir: Path) -> None:
+    journal = Journal(state_dir)
+    journal.ensure_writable()
+    record = make_record()
+    journal.save(record)
+    # A writer that died after writing half its temp file and before the rename.
+    tmp = state_dir / "faults" / f".{record.id}.json.tmp.999999999"
+    tmp.write_text('{"id": "hc-fake-00000001", "sta')
+    assert journal.load(record.id).state == record.state
+    records, bad = journal.scan()
+    assert [r.id for r in records] == [record.id] and bad == []
+    assert journal.stale_temp_files() == [tmp]
+
+
+def test_torn_record_is_reported_not_fatal(state_dir: Path) -> None:
+    journal = Journal(state_dir)
+    journal.ensure_writable()
+    journal.save(make_record("hc-fake-00000001"))
+    (state_dir / "faults" / "hc-fake-00000002.json").write_text('{"id": "hc-fa')
+    records, bad = journal.scan()
+    assert [r.id for r in records] == ["hc-fake-00000001"]
+    assert len(bad) == 1 and bad[0].path.name == "hc-fake-00000002.json"
+    moved = journal.quarantine(bad[0])
+    assert moved.exists() and journal.scan()[1] == []
+
+
+def test_unknown_fault_id(state_dir: Path) -> None:
+    with pytest.raises(TargetNotFoundError):
+        Journal(state_dir).load("hc-latency-deadbeef")
+    with pytest.raises(TargetNotFoundError):
+        Journal(state_dir).load("../../etc/passwd")
+
+
+def test_unwritable_state_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    journal = Journal(blocker / "state")  # a directory cannot live under a file, even for root
+    with pytest.raises(JournalError, match="not writable"):
+        journal.ensure_writable()
+    with pytest.raises(JournalError):
+        with journal.locked():
+            pass
+
+
+def test_durable_save_fsyncs_only_reboot_surviving_faults(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(state_dir)
+    journal.ensure_writable()
+    calls: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    journal.save(make_record("hc-fake-00000001"))
+    assert calls == []
+    journal.save(make_record("hc-fake-00000002", survives_reboot=True))
+    assert len(calls) == 2  # the file, then its directory
