@@ -44,7 +44,7 @@ from hostchaos.journal import (
 from hostchaos.system.procs import ProcessRef, boot_id
 
 FaultFactory = Callable[[str, dict[str, Any]], Fault]
-GuardianSpawner = Callable[[str], ProcessRef]
+GuardianSpawner = Callable[[str, str], ProcessRef]
 
 #: ended records are kept this long for `list --all` and `status`, then pruned by sweep
 KEEP_ENDED_SECONDS = 7 * 86400
@@ -119,7 +119,8 @@ class Engine:
         if duration > self.config.max_duration:
             raise SpecError(
                 f"--for {format_duration(duration)} is above the cap max_duration="
-                f"{format_duration(self.config.max_duration)} (set it in /etc/hostchaos/config.toml)"
+                f"{format_duration(self.config.max_duration)} "
+                "(raise it in /etc/hostchaos/config.toml)"
             )
         if lease is not None and lease > duration:
             raise SpecError(f"--lease {format_duration(lease)} is longer than the fault's "
@@ -147,42 +148,53 @@ class Engine:
         total = self.check_timing(duration, lease)
         fault = self.fault_factory(spec.kind, spec.to_dict())
         self.journal.ensure_writable()
-        with self.journal.locked():
-            peers = [r for r in self.journal.scan()[0] if r.is_open]
-            for peer in peers:
-                overlap = fault.conflicts(self.fault_factory(peer.kind, peer.spec).spec)
-                if overlap:
-                    raise ConflictError(f"{overlap} already carries fault {peer.id} "
-                                        f"(roll it back first: hostchaos rollback {peer.id})")
-            if hasattr(fault, "peers"):
-                fault.peers = [note for peer in peers for note in peer.undo]
-            fault.preflight()
-            now = self.clock()
-            record = FaultRecord(
-                id=new_fault_id(spec.kind), kind=spec.kind, spec=spec.to_dict(),
-                boot_id=boot_id(), created_at=now, expires_at=now + total,
-                survives_reboot=fault.survives_reboot, lease_seconds=lease,
-                lease_expires_at=now + lease if lease else None,
-                applier=ProcessRef.current(),
-            )
-            record.transition(PENDING)
-            self.journal.save(record)
-            if self.spawn_guardian is not None:
-                record.guardian = self.spawn_guardian(record.id)
-            record.transition(APPLYING)
-            self.journal.save(record)
-            undo = UndoLog(record, self.journal)
-            try:
-                fault.apply(undo)
-            except BaseException as exc:
-                self._abort_apply(fault, record, undo, exc)
-                if isinstance(exc, HostchaosError | KeyboardInterrupt | SystemExit):
-                    raise
-                raise ApplyError(f"applying {record.id} failed: {exc}; "
-                                 "its partial work was rolled back") from exc
-            record.transition(ACTIVE)
-            self.journal.save(record)
-            return record
+        fault_id = new_fault_id(spec.kind)
+        # The guardian starts first, so it is warm (imports done) by the time the
+        # fault exists; it waits for the record and leaves if none ever appears.
+        guardian = self.spawn_guardian(fault_id, spec.kind) if self.spawn_guardian else None
+        saved = False
+        try:
+            with self.journal.locked():
+                self._refuse_overlap(fault)
+                fault.preflight()
+                now = self.clock()
+                record = FaultRecord(
+                    id=fault_id, kind=spec.kind, spec=spec.to_dict(),
+                    boot_id=boot_id(), created_at=now, expires_at=now + total,
+                    survives_reboot=fault.survives_reboot, lease_seconds=lease,
+                    lease_expires_at=now + lease if lease else None,
+                    applier=ProcessRef.current(), guardian=guardian,
+                )
+                record.transition(PENDING)
+                self.journal.save(record)
+                saved = True
+                record.transition(APPLYING)
+                self.journal.save(record)
+                undo = UndoLog(record, self.journal)
+                try:
+                    fault.apply(undo)
+                except BaseException as exc:
+                    self._abort_apply(fault, record, undo, exc)
+                    if isinstance(exc, HostchaosError | KeyboardInterrupt | SystemExit):
+                        raise
+                    raise ApplyError(f"applying {record.id} failed: {exc}; "
+                                     "its partial work was rolled back") from exc
+                record.transition(ACTIVE)
+                self.journal.save(record)
+                return record
+        finally:
+            if guardian is not None and not saved:
+                guardian.terminate()
+
+    def _refuse_overlap(self, fault: Fault) -> None:
+        peers = [r for r in self.journal.scan()[0] if r.is_open]
+        for peer in peers:
+            overlap = fault.conflicts(self.fault_factory(peer.kind, peer.spec).spec)
+            if overlap:
+                raise ConflictError(f"{overlap} already carries fault {peer.id} "
+                                    f"(roll it back first: hostchaos rollback {peer.id})")
+        if hasattr(fault, "peers"):
+            fault.peers = [note for peer in peers for note in peer.undo]
 
     def _abort_apply(self, fault: Fault, record: FaultRecord, undo: UndoLog,
                      cause: BaseException) -> None:

@@ -295,7 +295,8 @@ class UndoLog:
     def get(self, step: str) -> dict[str, Any] | None:
         for entry in reversed(self.record.undo):
             if entry["step"] == step:
-                return entry
+                found: dict[str, Any] = entry
+                return found
         return None
 
     def steps(self, step: str) -> list[dict[str, Any]]:

@@ -119,8 +119,8 @@ def parse_ping(text: str) -> PingResult:
     if counts is None:
         raise RuntimeError(f"unexpected ping output: {text!r}")
     rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", text)
-    values = [float(v) for v in rtt.groups()] if rtt else [None] * 4
-    return PingResult(int(counts.group(1)), int(counts.group(2)), *values)  # type: ignore[arg-type]
+    values: list[float | None] = [float(v) for v in rtt.groups()] if rtt else [None] * 4
+    return PingResult(int(counts.group(1)), int(counts.group(2)), *values)
 
 
 def _run(argv: list[str], *, check: bool = True) -> str:

@@ -59,6 +59,11 @@ class Fault(ABC):
     def preflight(self) -> None:  # noqa: B027 - optional hook
         """Check target and host capabilities without changing anything; raise on a problem."""
 
+    @classmethod
+    def warm_up(cls) -> None:
+        """Import what rollback needs now, so a guardian rolls back without delay later."""
+        return None
+
     def conflicts(self, other: Spec) -> str | None:
         """Why this fault cannot coexist with an active fault of ``other`` spec, or None."""
         return None

@@ -55,7 +55,7 @@ class LatencySpec(NetworkSpec):
         require(0 <= self.jitter_ms <= 60_000,
                 f"--jitter must be between 0 and 60000 ms, got {self.jitter_ms:g}")
         _percent(self.correlation, "--correlation", allow_zero=True)
-        require(not self.correlation or self.jitter_ms,
+        require(not self.correlation or self.jitter_ms > 0,
                 "--correlation needs --jitter (it correlates successive delay variations)")
 
 
@@ -90,6 +90,10 @@ class NetemFault(Fault):
         from hostchaos.system.netlink import open_tree
 
         return open_tree(self.spec.iface, self.spec.netns)
+
+    @classmethod
+    def warm_up(cls) -> None:
+        import hostchaos.system.netlink  # noqa: F401
 
     def preflight(self) -> None:
         from hostchaos.system import capabilities

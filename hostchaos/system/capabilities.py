@@ -139,7 +139,8 @@ def cgroups() -> Capability:
     v1 = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if v1:
         return Capability("cgroups", True, f"v1 (hybrid), hierarchies: {' '.join(v1)}")
-    return Capability("cgroups", False, "no cgroup filesystem mounted", "mount cgroup2 on /sys/fs/cgroup")
+    return Capability("cgroups", False, "no cgroup filesystem mounted",
+                      "mount cgroup2 on /sys/fs/cgroup")
 
 
 def libfaketime() -> Capability:

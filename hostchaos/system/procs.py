@@ -56,6 +56,16 @@ class ProcessRef:
             return False
         return state_letter(self.pid) not in (None, "Z", "X")
 
+    def terminate(self) -> None:
+        """SIGTERM the process if it is still this one (never a reused PID)."""
+        import signal
+
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
     def to_dict(self) -> dict[str, int]:
         return {"pid": self.pid, "start_ticks": self.start_ticks}
 

@@ -109,7 +109,7 @@ def test_guardian_is_detached_and_enforces_the_deadline(
     )
     record.transition(ACTIVE)
     journal.save(record)
-    ref = guardian.spawn(record.id)
+    ref = guardian.spawn(record.id, "latency")
     try:
         assert ref.alive()
         assert os.getsid(ref.pid) != os.getsid(0)  # a session of its own, no terminal

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,10 +31,24 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def engine(state_dir: Path, clock: Clock) -> Engine:
-    # the "guardian" is this test process: alive for as long as the test runs
-    return Engine(Config(state_dir=state_dir), fault_factory=factory,
-                  spawn_guardian=lambda _id: ProcessRef.current(), clock=clock)
+def guardians() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def engine(state_dir: Path, clock: Clock, guardians: list[subprocess.Popen[bytes]]) -> Engine:
+    """An engine whose "guardians" are idle processes: alive, but enforcing nothing."""
+
+    def spawn(_fault_id: str, _kind: str) -> ProcessRef:
+        guardians.append(subprocess.Popen(["sleep", "600"]))
+        return ProcessRef.of(guardians[-1].pid)
+
+    return Engine(Config(state_dir=state_dir), fault_factory=factory, spawn_guardian=spawn,
+                  clock=clock)
 
 
 @pytest.fixture
@@ -92,10 +108,15 @@ def test_duration_cap_and_default(engine: Engine, host: Path) -> None:
     assert record.expires_at - record.created_at == pytest.approx(60)
 
 
-def test_overlapping_fault_refused(engine: Engine, host: Path) -> None:
+def test_overlapping_fault_refused(
+    engine: Engine, host: Path, guardians: list[subprocess.Popen[bytes]]
+) -> None:
     first = engine.inject(FakeSpec(host_file=str(host)))
     with pytest.raises(ConflictError, match=first.id):
         engine.inject(FakeSpec(host_file=str(host)))
+    # the guardian started for the refused fault is not left behind
+    assert guardians[-1].wait(timeout=5) is not None
+    assert guardians[0].poll() is None
     engine.inject(FakeSpec(host_file=str(host), target="t2"))
 
 
