@@ -100,31 +100,33 @@ def test_kill_9_of_cli_and_guardian_then_sweep(note: int, pair: NetnsPair, state
 
 def test_unrenewed_lease_ends_fault_within_6s(pair: NetnsPair, state_dir: Path) -> None:
     before = pair.qdisc_dump()
-    started = time.monotonic()
     result = hostchaos("inject", "latency", "--netns", pair.a, "--iface", pair.iface_a,
                        "--ms", "100", "--for", "60s", "--lease", "5s", state_dir=state_dir)
     assert result.returncode == 0, result.stderr
-    wait_for(lambda: open_records(state_dir) == [], timeout=20, step=0.05)
-    # measured from before the CLI started, so CLI start-up counts against us
-    assert time.monotonic() - started <= 6.0 + _cli_start_allowance()
+    # the CLI's own start-up (seconds in this slow VM) already ate into the lease
+    wait_for(lambda: open_records(state_dir) == [], timeout=6.0)
     (record,) = records(state_dir)
     assert record["end_reason"] == "lease expired without renewal"
-    assert record["ended_at"] - record["created_at"] <= 6.0
+    assert 5.0 <= record["ended_at"] - record["created_at"] <= 6.0
     assert_nothing_left(pair, state_dir, before)
 
 
-def _cli_start_allowance() -> float:
-    return 3.0  # the VM runs Python ~6x slower; the record's own clock is checked exactly
-
-
 def test_renewed_lease_keeps_fault(pair: NetnsPair, state_dir: Path) -> None:
+    from hostchaos.config import Config
+    from hostchaos.engine import Engine
+
     result = hostchaos("inject", "latency", "--netns", pair.a, "--iface", pair.iface_a,
                        "--ms", "100", "--for", "60s", "--lease", "5s", state_dir=state_dir)
     fault_id = result.stdout.strip()
+    renewed = hostchaos("extend", fault_id, "--json", state_dir=state_dir)  # the CLI path
+    assert renewed.returncode == 0, renewed.stderr
+    # further renewals in-process: a CLI start costs ~2 s in this VM, which would
+    # make "every 2 s" a 4 s period
+    engine = Engine(Config(state_dir=state_dir))
     started = time.monotonic()
     while time.monotonic() - started < 12:
         time.sleep(2)
-        assert hostchaos("extend", fault_id, state_dir=state_dir).returncode == 0
+        engine.extend(fault_id)
     assert [r["id"] for r in open_records(state_dir)] == [fault_id]
     rtt = pair.ping(count=3, interval=0.05).rtt_avg_ms
     assert rtt is not None and rtt >= 95

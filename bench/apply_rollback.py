@@ -1,0 +1,111 @@
+"""Time apply+rollback of a latency fault: hostchaos's engine vs `tc` subprocesses.
+
+Runs in a sandbox (two network namespaces joined by veth); needs root and
+sch_netem, so on the build machine it runs in the VM tier::
+
+    scripts/vm-run --venv .venv -- python bench/apply_rollback.py --rounds 50
+
+Variants, each timed as one apply+rollback pair, --rounds times, same interface,
+same run:
+
+- engine: ``Engine.inject`` + ``Engine.rollback`` (journal record written before
+  each change, lock, preflight, HTB tree + class + netem + IPv4/IPv6 filters),
+  without spawning a guardian process;
+- engine+guardian: the same plus the detached guardian the CLI spawns;
+- tc-root-netem: ``tc qdisc add ... root netem delay 100ms`` then ``tc qdisc del``
+  (what most chaos tools do: two subprocesses);
+- tc-same-tree: the same HTB tree hostchaos builds, built by six ``tc`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hostchaos import guardian
+from hostchaos.config import Config
+from hostchaos.engine import Engine
+from hostchaos.faults.network import LatencySpec
+from hostchaos.sandbox import NetnsPair
+
+
+def timed(rounds: int, one: Callable[[], None]) -> list[float]:
+    one()  # warm-up, not counted
+    out = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        one()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def tc(ns: str, *args: str) -> None:
+    subprocess.run(["tc", "-n", ns, *args], check=True, capture_output=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--write", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as state, NetnsPair(prefix="hc-bench") as pair:
+        ns, dev = pair.a, pair.iface_a
+        spec = LatencySpec(iface=dev, netns=ns, ms=100)
+        plain = Engine(Config(state_dir=Path(state)))
+        with_guardian = Engine(Config(state_dir=Path(state)), spawn_guardian=guardian.spawn)
+        os.environ["HOSTCHAOS_STATE_DIR"] = state
+
+        def engine_pair(engine: Engine) -> Callable[[], None]:
+            return lambda: (engine.rollback(engine.inject(spec, 60).id), None)[1]
+
+        def tc_root() -> None:
+            tc(ns, "qdisc", "add", "dev", dev, "root", "netem", "delay", "100ms")
+            tc(ns, "qdisc", "del", "dev", dev, "root")
+
+        def tc_tree() -> None:
+            tc(ns, "qdisc", "add", "dev", dev, "root", "handle", "4843:", "htb", "default", "0")
+            tc(ns, "class", "add", "dev", dev, "parent", "4843:", "classid", "4843:1", "htb",
+               "rate", "100gbit", "quantum", "60000")
+            tc(ns, "qdisc", "add", "dev", dev, "parent", "4843:1", "handle", "4901:", "netem",
+               "delay", "100ms")
+            for proto, prio in (("ip", "1010"), ("ipv6", "1011")):
+                tc(ns, "filter", "add", "dev", dev, "parent", "4843:", "protocol", proto,
+                   "prio", prio, "u32", "match", "u32", "0", "0", "flowid", "4843:1")
+            tc(ns, "qdisc", "del", "dev", dev, "root")
+
+        before = pair.qdisc_dump()
+        results["engine"] = timed(args.rounds, engine_pair(plain))
+        results["engine+guardian"] = timed(args.rounds, engine_pair(with_guardian))
+        results["tc-root-netem"] = timed(args.rounds, tc_root)
+        results["tc-same-tree"] = timed(args.rounds, tc_tree)
+        assert pair.qdisc_dump() == before, "benchmark left a qdisc behind"
+
+    summary = {
+        name: {"median_ms": round(statistics.median(v), 3),
+               "p90_ms": round(sorted(v)[int(0.9 * (len(v) - 1))], 3),
+               "min_ms": round(min(v), 3), "rounds": len(v)}
+        for name, v in results.items()
+    }
+    report = {"kernel": platform.release(), "python": platform.python_version(),
+              "rounds": args.rounds, "results": summary}
+    print(f"{'variant':18} {'median ms':>10} {'p90 ms':>10} {'min ms':>10}")
+    for name, row in summary.items():
+        print(f"{name:18} {row['median_ms']:10.2f} {row['p90_ms']:10.2f} {row['min_ms']:10.2f}")
+    if args.write:
+        args.write.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
