@@ -19,8 +19,10 @@ Every netlink error is turned into a hostchaos error here and nowhere else.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ TC_H_ROOT = 0xFFFFFFFF
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
 
 #: Root qdiscs the kernel attaches by itself; replacing one is harmless because
 #: deleting our root makes the kernel attach its default again.
@@ -243,13 +246,43 @@ def missing_module_hint(kind: str) -> str:
     )
 
 
+def _socket_in_netns(name: str) -> socket.socket:
+    """A rtnetlink socket bound to namespace ``name``.
+
+    A netlink socket stays in the namespace it was created in, so this thread
+    steps into the namespace just long enough to create it. (pyroute2's own
+    ``IPRoute(netns=...)`` forks a helper process for that: ~8 ms against ~0.3 ms.)
+    SOCK_DGRAM because asyncio, under pyroute2, only accepts datagram sockets.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target)
+            try:
+                return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)  # NETLINK_ROUTE
+            finally:
+                _setns(own)
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 @contextmanager
 def open_tree(iface: str, netns: str | None) -> Iterator[TrafficTree]:
     """Open ``iface`` in ``netns`` (None: the host namespace), or raise TargetNotFoundError."""
     if netns is not None and not netns_exists(netns):
         raise TargetNotFoundError(f"network namespace {netns} not found (see `ip netns list`)")
     try:
-        ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+        ipr = IPRoute(use_socket=_socket_in_netns(netns)) if netns else IPRoute()
     except (OSError, NetlinkError) as exc:
         raise TargetNotFoundError(f"cannot enter network namespace {netns}: {exc}") from exc
     try:
