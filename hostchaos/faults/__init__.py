@@ -14,6 +14,11 @@ if TYPE_CHECKING:
 KINDS: dict[str, str] = {
     "latency": "hostchaos.faults.network:LatencyFault",
     "loss": "hostchaos.faults.network:LossFault",
+    "corrupt": "hostchaos.faults.network:CorruptFault",
+    "duplicate": "hostchaos.faults.network:DuplicateFault",
+    "reorder": "hostchaos.faults.network:ReorderFault",
+    "rate": "hostchaos.faults.network:RateFault",
+    "partition": "hostchaos.faults.network:PartitionFault",
 }
 
 

@@ -1,37 +1,235 @@
-"""Network faults: netem qdiscs in the hostchaos-owned tree of one interface."""
+"""Network faults: netem and tbf leaves in the hostchaos-owned tree of an interface.
+
+Every network kind shares one target and selector model (:class:`NetworkSpec`)
+and one mechanism (:class:`NetworkFault`): a class of its own in the HTB tree
+of the interface (egress) and/or of the interface's IFB (ingress), u32 filters
+selecting its traffic, and pass filters for protected traffic (the operator's
+SSH sessions, IPv6 neighbour discovery, ``--protect``) that are checked first.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hostchaos.errors import ConflictError, PreconditionError
+from hostchaos.errors import PreconditionError, SpecError, TargetNotFoundError
 from hostchaos.faults.base import Fault, Spec, require
 from hostchaos.journal import UndoLog
 
 if TYPE_CHECKING:
-    from hostchaos.system.netlink import TrafficTree
+    from hostchaos.system.netlink import FilterSet, Namespace
+    from hostchaos.system.u32 import Match
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _IFNAME = re.compile(r"[^/\s:]{1,15}")
 _NETNS = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DIRECTIONS = ("egress", "ingress", "both")
+PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6")
+PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
+#: ICMPv6 router/neighbour discovery: solicitation, advertisement, redirect
+ND_TYPES = (133, 134, 135, 136, 137)
+
+
+def parse_network(text: str, option: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise SpecError(f"{option} {text!r} is not an IPv4 or IPv6 address or CIDR") from None
+
+
+def parse_protect(text: str) -> tuple[IPNetwork, int | None]:
+    """``CIDR``, ``CIDR:PORT`` or ``[IPv6CIDR]:PORT``."""
+    raw = text.strip()
+    port: int | None = None
+    if raw.startswith("["):
+        close = raw.find("]")
+        require(close > 0, f"--protect {text!r}: unbalanced [ ]")
+        rest = raw[close + 1:]
+        raw = raw[1:close]
+        if rest:
+            require(rest.startswith(":") and rest[1:].isdigit(),
+                    f"--protect {text!r}: expected [CIDR]:PORT")
+            port = int(rest[1:])
+    elif raw.count(":") == 1:
+        raw, _, port_text = raw.partition(":")
+        require(port_text.isdigit(), f"--protect {text!r}: port must be a number")
+        port = int(port_text)
+    if port is not None:
+        require(0 < port < 65536, f"--protect {text!r}: port must be 1-65535")
+    return parse_network(raw, "--protect"), port
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NetworkSpec(Spec):
-    """Where a network fault goes: an interface, in the host or a named network namespace."""
+    """Where a network fault goes and which traffic it selects.
+
+    Target: ``iface`` in the host namespace, a named ``netns``, or the namespace
+    of ``pid`` (``container`` is resolved to such a pid). Selectors describe
+    packets as they *leave* the interface: ``dst`` is the remote side. For
+    ingress the same selectors are mirrored, so ``--dst X --direction both``
+    affects traffic to and from X. No selector means all IPv4 and IPv6 traffic.
+    """
 
     iface: str
     netns: str | None = None
+    pid: int | None = None
+    pid_start_ticks: int | None = None
+    container: str | None = None
+    direction: str = "egress"
+    dst: tuple[str, ...] = ()
+    src: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    dport: int | None = None
+    sport: int | None = None
+    protocol: str | None = None
+    protect: tuple[str, ...] = ()
+    protect_ssh: bool = True
+    force: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("dst", "src", "hosts", "protect"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         require(bool(_IFNAME.fullmatch(self.iface)), f"interface name {self.iface!r} is not valid")
         if self.netns is not None:
             require(bool(_NETNS.fullmatch(self.netns)),
                     f"network namespace name {self.netns!r} is not valid")
+        require(self.netns is None or self.pid is None,
+                "give at most one of --netns, --pid and --container")
+        if self.pid is not None:
+            require(self.pid > 0, f"--pid must be a positive number, got {self.pid}")
+        require(self.direction in DIRECTIONS,
+                f"--direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
+        for option, values in (("--dst", self.dst), ("--src", self.src)):
+            for value in values:
+                parse_network(value, option)
+        for option, port in (("--dport", self.dport), ("--sport", self.sport)):
+            if port is not None:
+                require(0 < port < 65536, f"{option} must be 1-65535, got {port}")
+        if self.protocol is not None:
+            require(self.protocol in PROTOCOLS,
+                    f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+            require(not (self.protocol.startswith("icmp") and (self.dport or self.sport)),
+                    "--dport/--sport need --protocol tcp or udp")
+        for entry in self.protect:
+            parse_protect(entry)
+        require(bool(self.matches()), "the selectors exclude each other: no traffic would match "
+                "(e.g. an IPv4 --dst with --protocol icmpv6)")
+
+    # -- target ------------------------------------------------------------
+    def where(self) -> str:
+        if self.container:
+            return f"container {self.container}"
+        if self.pid is not None:
+            return f"pid {self.pid}"
+        return self.netns or "default"
 
     def target_label(self) -> str:
-        return f"{self.iface} (netns {self.netns})" if self.netns else self.iface
+        if self.netns:
+            return f"{self.iface} (netns {self.netns})"
+        where = "" if self.where() == "default" else f" ({self.where()})"
+        return f"{self.iface}{where}"
+
+    def namespace_key(self) -> tuple[str, object]:
+        if self.pid is not None:
+            return ("pid", self.pid)
+        return ("netns", self.netns)
+
+    def directions(self) -> tuple[str, ...]:
+        return ("egress", "ingress") if self.direction == "both" else (self.direction,)
+
+    # -- selectors ---------------------------------------------------------
+    def networks(self, which: str) -> list[IPNetwork]:
+        return [parse_network(v, f"--{which}") for v in getattr(self, which)]
+
+    def matches(self) -> list[Match]:
+        """The egress view of the selected traffic, as conjunctions of header fields."""
+        from hostchaos.system.u32 import Match
+
+        dsts, srcs = self.networks("dst"), self.networks("src")
+        out = []
+        for family in (4, 6):
+            fam_dst = [n for n in dsts if n.version == family]
+            fam_src = [n for n in srcs if n.version == family]
+            if (dsts and not fam_dst) or (srcs and not fam_src):
+                continue
+            icmp_family = {"icmp": 4, "icmpv6": 6}.get(self.protocol or "")
+            if icmp_family is not None and family != icmp_family:
+                continue
+            if self.protocol:
+                protos: list[int | None] = [PROTOCOL_NUMBERS[self.protocol]]
+            else:
+                protos = [6, 17] if (self.dport or self.sport) else [None]
+            dst_options: list[IPNetwork | None] = [*fam_dst] or [None]
+            src_options: list[IPNetwork | None] = [*fam_src] or [None]
+            for d in dst_options:
+                for s in src_options:
+                    for proto in protos:
+                        out.append(Match(family, proto, s, d, self.sport, self.dport))
+        return out
+
+    def selector_label(self) -> str:
+        parts = []
+        if self.hosts:
+            parts.append("host " + ",".join(self.hosts))
+        elif self.dst:
+            parts.append("to " + ",".join(self.dst))
+        if self.src:
+            parts.append("from " + ",".join(self.src))
+        if self.protocol:
+            parts.append(self.protocol)
+        if self.dport:
+            parts.append(f"dport {self.dport}")
+        if self.sport:
+            parts.append(f"sport {self.sport}")
+        return " ".join(parts) if parts else "all IP traffic"
+
+    def overlaps(self, other: NetworkSpec) -> bool:
+        if (other.iface, other.namespace_key()) != (self.iface, self.namespace_key()):
+            return False
+        if not set(self.directions()) & set(other.directions()):
+            return False
+        return any(_matches_overlap(a, b) for a in self.matches() for b in other.matches())
+
+
+def _matches_overlap(a: Match, b: Match) -> bool:
+    if a.family != b.family:
+        return False
+    for i, j in ((a.protocol, b.protocol), (a.sport, b.sport), (a.dport, b.dport),
+                 (a.icmp_type, b.icmp_type)):
+        if i is not None and j is not None and i != j:
+            return False
+    for x, y in ((a.src, b.src), (a.dst, b.dst)):
+        if x is not None and y is not None and (
+            x.version != y.version or not x.overlaps(y)
+        ):
+            return False
+    return True
+
+
+def combine(a: Match, b: Match) -> Match | None:
+    """The conjunction of two matches, or None if no packet can satisfy both."""
+    if not _matches_overlap(a, b):
+        return None
+
+    def pick(x: Any, y: Any) -> Any:
+        if x is None:
+            return y
+        if y is None:
+            return x
+        if isinstance(x, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            return x if x.prefixlen >= y.prefixlen else y
+        return x
+
+    return dataclasses.replace(
+        a, protocol=pick(a.protocol, b.protocol), src=pick(a.src, b.src),
+        dst=pick(a.dst, b.dst), sport=pick(a.sport, b.sport), dport=pick(a.dport, b.dport),
+        icmp_type=pick(a.icmp_type, b.icmp_type))
 
 
 def _percent(value: float, name: str, *, allow_zero: bool = False) -> None:
@@ -40,14 +238,222 @@ def _percent(value: float, name: str, *, allow_zero: bool = False) -> None:
             f"{name} must be {'between 0' if allow_zero else 'above 0'} and 100, got {value:g}")
 
 
+class NetworkFault(Fault):
+    """Common mechanism of the network kinds (see each kind's docstring)."""
+
+    spec: NetworkSpec
+    peers: list[dict[str, Any]]
+
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(spec)
+        self.peers = []  # undo notes of other open faults, set by the engine
+
+    # -- what each kind provides ---------------------------------------------
+    leaf_kind: ClassVar[str] = "netem"
+
+    def leaf_options(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def warm_up(cls) -> None:
+        import hostchaos.system.netlink
+        import hostchaos.system.u32  # noqa: F401
+
+    # -- target ----------------------------------------------------------------
+    def _namespace(self) -> Any:
+        from hostchaos.system import netlink
+        from hostchaos.system.procs import start_ticks
+
+        spec = self.spec
+        path: str | None = None
+        if spec.netns:
+            path = netlink.netns_path(spec.netns)
+        elif spec.pid is not None:
+            ticks = start_ticks(spec.pid)
+            if ticks is None or (spec.pid_start_ticks is not None
+                                 and ticks != spec.pid_start_ticks):
+                raise TargetNotFoundError(f"process {spec.pid} ({spec.where()}) is gone")
+            path = f"/proc/{spec.pid}/ns/net"
+        return netlink.open_namespace(path, spec.where())
+
+    def preflight(self) -> None:
+        from hostchaos.system import capabilities
+
+        root = capabilities.is_root()
+        if not root.ok:
+            raise PreconditionError(f"network faults need root ({root.detail}): {root.fix}")
+        with self._namespace() as ns:
+            tree = ns.tree(self.spec.iface)
+            if not self.spec.force:
+                tree.check_root_replaceable()
+            if "ingress" in self.spec.directions():
+                ns.check_ingress_free(self.spec.iface)
+        if self.leaf_kind == "netem":
+            netem = capabilities.netem()
+            if not netem.ok:
+                raise PreconditionError(
+                    f"kernel module sch_netem is not available: {netem.detail}; {netem.fix}")
+        if "ingress" in self.spec.directions():
+            ifb = capabilities.ifb()
+            if not ifb.ok:
+                raise PreconditionError(f"ingress faults need the ifb module: {ifb.detail}; "
+                                        f"{ifb.fix}")
+        if self.spec.force:
+            raise SpecError("--force (replacing a foreign root qdisc) is not supported yet; "
+                            "remove the qdisc by hand and inject again")
+
+    def conflicts(self, other: Spec) -> str | None:
+        if isinstance(other, NetworkSpec) and self.spec.overlaps(other):
+            return (f"{other.selector_label()} on {other.target_label()} "
+                    f"({other.direction})")
+        return None
+
+    # -- protection --------------------------------------------------------------
+    def _protected(self) -> list[Match]:
+        """Egress view of traffic this fault must let through untouched."""
+        from hostchaos.system import ssh
+        from hostchaos.system.u32 import Match
+
+        out: list[Match] = []
+        for nd in ND_TYPES:
+            out.append(Match(6, 58, icmp_type=nd))
+        peers: list[tuple[str, int]] = []
+        if self.spec.protect_ssh:
+            peer = ssh.ssh_connection_peer()
+            if peer:
+                peers.append(peer)
+            if self.spec.pid is None and self.spec.netns is None:
+                peers.extend(ssh.sshd_session_peers())
+        for address, server_port in peers:
+            client = ipaddress.ip_network(address)
+            out.append(Match(client.version, 6, dst=client, sport=server_port))
+        for entry in self.spec.protect:
+            net, port = parse_protect(entry)
+            if port is None:
+                out.append(Match(net.version, dst=net))
+            else:
+                for proto in (6, 17):
+                    out.append(Match(net.version, proto, dst=net, dport=port))
+                    out.append(Match(net.version, proto, dst=net, sport=port))
+        return out
+
+    def _filters(self, direction: str) -> FilterSet:
+        from hostchaos.system.netlink import ETH_P_IP, ETH_P_IPV6, FilterSet
+
+        selected = self.spec.matches()
+        passed = [m for p in self._protected() for s in selected
+                  if (m := combine(s, p)) is not None]
+        if direction == "ingress":
+            selected = [m.mirrored() for m in selected]
+            passed = [m.mirrored() for m in passed]
+
+        def rules(matches: list[Match]) -> list[tuple[int, list[str]]]:
+            return [(ETH_P_IP if m.family == 4 else ETH_P_IPV6, m.keys()) for m in matches]
+
+        return FilterSet(rules(passed), rules(selected))
+
+    # -- apply / rollback -----------------------------------------------------------
+    def _claimed_slots(self, device: str) -> set[int]:
+        return {int(n["slot"]) for n in self.peers if n.get("step") == "class"
+                and n.get("device") == device and n.get("where") == self.spec.where()}
+
+    def apply(self, undo: UndoLog) -> None:
+        with self._namespace() as ns:
+            for direction in self.spec.directions():
+                device = self.spec.iface
+                if direction == "ingress":
+                    base = ns.tree(self.spec.iface).index
+                    undo.note("ifb", name=ns.ifb_name(base))
+                    device, _created = ns.ensure_ifb(self.spec.iface)
+                tree = ns.tree(device)
+                if not tree.is_ours():
+                    original = tree.check_root_replaceable()
+                    undo.note("root", device=device,
+                              original=original.to_dict() if original else None)
+                    tree.create_root()
+                slot = tree.free_slot(self._claimed_slots(device))
+                undo.note("class", device=device, slot=slot, where=self.spec.where(),
+                          direction=direction)
+                tree.add_fault_class(slot, self.leaf_kind, self.leaf_options())
+                filters = self._filters(direction)
+                undo.note("filters", device=device, slot=slot,
+                          protected=len(filters.passed), selected=len(filters.selected))
+                tree.add_filters(slot, filters)
+
+    def rollback(self, undo: UndoLog) -> None:
+        try:
+            opened = self._namespace()
+            ns = opened.__enter__()
+        except TargetNotFoundError:
+            return  # the namespace is gone, and the fault with it
+        try:
+            for note in reversed(undo.steps("class")):
+                self._remove_class(ns, str(note["device"]), int(note["slot"]))
+            for note in undo.steps("root"):
+                self._remove_tree_if_unused(ns, str(note["device"]))
+            if undo.steps("ifb"):
+                ns.remove_ifb(self.spec.iface)
+        finally:
+            opened.__exit__(None, None, None)
+
+    def _remove_class(self, ns: Namespace, device: str, slot: int) -> None:
+        try:
+            tree = ns.tree(device)
+        except TargetNotFoundError:
+            return
+        tree.remove_filters(slot)
+        tree.remove_fault_class(slot)
+        self._remove_tree_if_unused(ns, device)
+
+    def _remove_tree_if_unused(self, ns: Namespace, device: str) -> None:
+        try:
+            tree = ns.tree(device)
+        except TargetNotFoundError:
+            return
+        if tree.is_ours() and not tree.used_slots() and not self._claimed_slots(device):
+            tree.remove_root()
+
+    def observe(self, undo: UndoLog) -> dict[str, Any]:
+        classes = undo.steps("class")
+        if not classes:
+            return {"present": False}
+        out: dict[str, Any] = {"present": True, "directions": {}}
+        try:
+            with self._namespace() as ns:
+                for note in classes:
+                    tree = ns.tree(str(note["device"]))
+                    slot = int(note["slot"])
+                    counters = tree.slot_stats(slot)
+                    out["present"] = out["present"] and counters is not None
+                    out["directions"][note.get("direction", "egress")] = {
+                        "device": note["device"], "class": counters,
+                        self.leaf_kind: tree.leaf_stats(slot)}
+        except TargetNotFoundError as exc:
+            return {"present": False, "problem": str(exc)}
+        first = next(iter(out["directions"].values()))
+        out["class"] = first["class"]  # the egress (or only) direction, for quick reading
+        return out
+
+
+def each_kind() -> Iterator[type[NetworkFault]]:
+    yield from (LatencyFault, LossFault, CorruptFault, DuplicateFault, ReorderFault,
+                RateFault, PartitionFault)
+
+
+# ----------------------------------------------------------------------- kinds
+
+DISTRIBUTIONS = ("normal", "pareto", "paretonormal", "uniform")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LatencySpec(NetworkSpec):
-    """Delay every IP packet leaving the interface by ``ms`` (+- ``jitter_ms``)."""
+    """Delay the selected packets by ``ms`` (+- ``jitter_ms``, shaped by ``distribution``)."""
 
     kind: ClassVar[str] = "latency"
     ms: float
     jitter_ms: float = 0.0
     correlation: float = 0.0
+    distribution: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -57,132 +463,24 @@ class LatencySpec(NetworkSpec):
         _percent(self.correlation, "--correlation", allow_zero=True)
         require(not self.correlation or self.jitter_ms > 0,
                 "--correlation needs --jitter (it correlates successive delay variations)")
+        if self.distribution is not None:
+            require(self.distribution in DISTRIBUTIONS,
+                    f"--distribution must be one of {', '.join(DISTRIBUTIONS)}")
+            require(self.jitter_ms > 0, "--distribution needs --jitter (it shapes the jitter)")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class LossSpec(NetworkSpec):
-    """Drop ``percent`` of the IP packets leaving the interface."""
+class LatencyFault(NetworkFault):
+    """Delay selected packets with netem.
 
-    kind: ClassVar[str] = "loss"
-    percent: float
-    correlation: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _percent(self.percent, "--percent")
-        _percent(self.correlation, "--correlation", allow_zero=True)
-
-
-class NetemFault(Fault):
-    """Common mechanism of the netem kinds (see the kinds' docstrings)."""
-
-    spec: NetworkSpec
-    peers: list[dict[str, Any]]
-
-    def __init__(self, spec: Spec) -> None:
-        super().__init__(spec)
-        self.peers = []  # undo notes of other open faults, set by the engine
-
-    def netem_options(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _open(self) -> Any:
-        from hostchaos.system.netlink import open_tree
-
-        return open_tree(self.spec.iface, self.spec.netns)
-
-    @classmethod
-    def warm_up(cls) -> None:
-        import hostchaos.system.netlink  # noqa: F401
-
-    def preflight(self) -> None:
-        from hostchaos.system import capabilities
-
-        root = capabilities.is_root()
-        if not root.ok:
-            raise PreconditionError(f"network faults need root ({root.detail}): {root.fix}")
-        with self._open() as tree:
-            tree.check_root_replaceable()
-        netem = capabilities.netem()
-        if not netem.ok:
-            raise PreconditionError(
-                f"kernel module sch_netem is not available: {netem.detail}; {netem.fix}"
-            )
-
-    def conflicts(self, other: Spec) -> str | None:
-        if (isinstance(other, NetworkSpec) and other.iface == self.spec.iface
-                and other.netns == self.spec.netns):
-            return f"all IP traffic of {self.spec.target_label()}"
-        return None
-
-    def _claimed_slots(self) -> set[int]:
-        return {int(n["slot"]) for n in self.peers if n.get("step") == "class"
-                and n.get("iface") == self.spec.iface and n.get("netns") == self.spec.netns}
-
-    def apply(self, undo: UndoLog) -> None:
-        with self._open() as tree:
-            if not tree.is_ours():
-                original = tree.check_root_replaceable()
-                undo.note("root", original=original.to_dict() if original else None)
-                tree.create_root()
-            slot = _free_slot(tree, self._claimed_slots())
-            undo.note("class", slot=slot, iface=self.spec.iface, netns=self.spec.netns)
-            tree.add_fault_class(slot, "netem", self.netem_options())
-            undo.note("filters", slot=slot)
-            tree.add_match_all_filters(slot)
-
-    def rollback(self, undo: UndoLog) -> None:
-        from hostchaos.errors import TargetNotFoundError
-
-        try:
-            opened = self._open()
-            tree = opened.__enter__()
-        except TargetNotFoundError:
-            return  # the namespace or interface is gone, and the fault with it
-        try:
-            claimed = undo.get("class")
-            if claimed is not None:
-                tree.remove_filters(int(claimed["slot"]))
-                tree.remove_fault_class(int(claimed["slot"]))
-            if tree.is_ours() and not tree.used_slots() and not self._claimed_slots():
-                tree.remove_root()
-        finally:
-            opened.__exit__(None, None, None)
-
-    def observe(self, undo: UndoLog) -> dict[str, Any]:
-        claimed = undo.get("class")
-        if claimed is None:
-            return {"present": False}
-        from hostchaos.errors import TargetNotFoundError
-
-        try:
-            with self._open() as tree:
-                slot = int(claimed["slot"])
-                cls = tree.slot_stats(slot)
-                return {"present": cls is not None, "class": cls, "netem": tree.leaf_stats(slot)}
-        except TargetNotFoundError as exc:
-            return {"present": False, "problem": str(exc)}
-
-
-def _free_slot(tree: TrafficTree, claimed: set[int]) -> int:
-    used = tree.used_slots() | claimed
-    for slot in range(1, 251):
-        if slot not in used:
-            return slot
-    raise ConflictError(f"{tree.iface} carries too many faults")
-
-
-class LatencyFault(NetemFault):
-    """Delay outgoing IP packets with netem.
-
-    Mechanism: a netem leaf (delay, jitter, correlation) in a class of the
-    hostchaos HTB tree on the interface, fed by match-all u32 filters for IPv4
-    and IPv6; ARP and other non-IP frames are never delayed.
-    Rollback: removes the filters and the class, and, when no other hostchaos
-    fault is left on the interface, the tree itself, so the kernel puts its
+    Mechanism: a netem leaf (delay, jitter, correlation, distribution table) in
+    a class of the hostchaos HTB tree, fed by u32 filters for the selected IPv4
+    and IPv6 traffic; ARP, IPv6 neighbour discovery and the operator's SSH
+    session pass untouched. Ingress goes through the interface's IFB.
+    Rollback: removes the filters and the class and, when no other hostchaos
+    fault is left on the interface, the tree and IFB, so the kernel puts its
     default root qdisc back. Does not survive a reboot (nor the namespace).
 
-    Example: ``sudo hostchaos inject latency --iface eth0 --ms 100 --jitter 10 --for 5m``
+    Example: ``sudo hostchaos inject latency --iface eth0 --ms 100 --jitter 10 --dst 10.0.0.0/8``
     """
 
     kind = "latency"
@@ -192,26 +490,57 @@ class LatencyFault(NetemFault):
     def describe(self) -> str:
         s = self.spec
         extra = f" +- {s.jitter_ms:g} ms" if s.jitter_ms else ""
+        if s.distribution:
+            extra += f" ({s.distribution})"
         if s.correlation:
             extra += f" ({s.correlation:g}% correlated)"
-        return f"delay IP packets leaving {s.target_label()} by {s.ms:g} ms{extra}"
+        return f"delay {s.selector_label()} on {s.target_label()} ({s.direction}) " \
+               f"by {s.ms:g} ms{extra}"
 
-    def netem_options(self) -> dict[str, Any]:
+    def leaf_options(self) -> dict[str, Any]:
         s = self.spec
         opts: dict[str, Any] = {"delay": int(s.ms * 1000), "jitter": int(s.jitter_ms * 1000)}
         if s.correlation:
             opts["delay_corr"] = s.correlation
+        if s.distribution:
+            opts["distribution"] = s.distribution
         return opts
 
 
-class LossFault(NetemFault):
-    """Drop a share of outgoing IP packets with netem.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LossSpec(NetworkSpec):
+    """Drop ``percent`` of the selected packets, or follow a Gilbert-Elliott model (``ge``)."""
 
-    Mechanism: a netem leaf with random loss (optionally correlated) in a class
-    of the hostchaos HTB tree, fed by match-all u32 filters for IPv4 and IPv6;
-    ARP and other non-IP frames are never dropped.
-    Rollback: as for latency, the class, its filters and (when it is the last
-    fault there) the tree are removed. Does not survive a reboot.
+    kind: ClassVar[str] = "loss"
+    percent: float | None = None
+    correlation: float = 0.0
+    ge: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ge, list):
+            object.__setattr__(self, "ge", tuple(self.ge))
+        super().__post_init__()
+        require((self.percent is None) != (self.ge is None),
+                "give exactly one of --percent and --ge")
+        if self.percent is not None:
+            _percent(self.percent, "--percent")
+        _percent(self.correlation, "--correlation", allow_zero=True)
+        if self.ge is not None:
+            require(len(self.ge) in (2, 3, 4), "--ge takes p,r[,1-h[,1-k]] (percentages)")
+            for value in self.ge:
+                _percent(value, "--ge values", allow_zero=True)
+            require(not self.correlation, "--correlation does not apply to --ge")
+
+
+class LossFault(NetworkFault):
+    """Drop a share of selected packets with netem.
+
+    Mechanism: a netem leaf with random loss (optionally correlated) or a
+    Gilbert-Elliott model (``--ge p,r[,1-h,1-k]``: p = good->bad, r = bad->good,
+    1-h = loss in bad state (default 100), 1-k = loss in good state (default 0))
+    in a class of the hostchaos HTB tree, fed by u32 filters for the selected
+    traffic; ARP, neighbour discovery and the operator's SSH session are spared.
+    Rollback: as for latency. Does not survive a reboot.
 
     Example: ``sudo hostchaos inject loss --iface eth0 --percent 30 --for 2m``
     """
@@ -222,11 +551,243 @@ class LossFault(NetemFault):
 
     def describe(self) -> str:
         s = self.spec
-        corr = f" ({s.correlation:g}% correlated)" if s.correlation else ""
-        return f"drop {s.percent:g}% of IP packets leaving {s.target_label()}{corr}"
+        if s.ge is not None:
+            how = f"Gilbert-Elliott loss (p,r,1-h,1-k = {','.join(f'{v:g}' for v in s.ge)}%)"
+        else:
+            corr = f" ({s.correlation:g}% correlated)" if s.correlation else ""
+            how = f"{s.percent:g}% loss{corr}"
+        return f"{how} of {s.selector_label()} on {s.target_label()} ({s.direction})"
 
-    def netem_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"loss": self.spec.percent}
-        if self.spec.correlation:
-            opts["loss_corr"] = self.spec.correlation
+    def leaf_options(self) -> dict[str, Any]:
+        s = self.spec
+        if s.ge is not None:
+            ge = (*s.ge, 100.0, 0.0)[:4] if len(s.ge) == 2 else (*s.ge, 0.0)[:4]
+            return {"gemodel": ge}
+        opts: dict[str, Any] = {"loss": s.percent}
+        if s.correlation:
+            opts["loss_corr"] = s.correlation
         return opts
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CorruptSpec(NetworkSpec):
+    """Flip a random bit in ``percent`` of the selected packets."""
+
+    kind: ClassVar[str] = "corrupt"
+    percent: float
+    correlation: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _percent(self.percent, "--percent")
+        _percent(self.correlation, "--correlation", allow_zero=True)
+
+
+class CorruptFault(NetworkFault):
+    """Corrupt a share of selected packets (a random bit flip) with netem.
+
+    Mechanism: netem ``corrupt`` in the hostchaos tree; receivers drop the
+    packets on checksum. Rollback: as for latency. Does not survive a reboot.
+
+    Example: ``sudo hostchaos inject corrupt --iface eth0 --percent 5 --dst 10.1.0.0/16``
+    """
+
+    kind = "corrupt"
+    spec_type = CorruptSpec
+    spec: CorruptSpec
+
+    def describe(self) -> str:
+        s = self.spec
+        return f"corrupt {s.percent:g}% of {s.selector_label()} on {s.target_label()} " \
+               f"({s.direction})"
+
+    def leaf_options(self) -> dict[str, Any]:
+        return {"prob_corrupt": self.spec.percent, "corr_corrupt": self.spec.correlation}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DuplicateSpec(NetworkSpec):
+    """Send ``percent`` of the selected packets twice."""
+
+    kind: ClassVar[str] = "duplicate"
+    percent: float
+    correlation: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _percent(self.percent, "--percent")
+        _percent(self.correlation, "--correlation", allow_zero=True)
+
+
+class DuplicateFault(NetworkFault):
+    """Duplicate a share of selected packets with netem.
+
+    Mechanism: netem ``duplicate`` in the hostchaos tree. Rollback: as for
+    latency. Does not survive a reboot.
+
+    Example: ``sudo hostchaos inject duplicate --iface eth0 --percent 10``
+    """
+
+    kind = "duplicate"
+    spec_type = DuplicateSpec
+    spec: DuplicateSpec
+
+    def describe(self) -> str:
+        s = self.spec
+        return f"duplicate {s.percent:g}% of {s.selector_label()} on {s.target_label()} " \
+               f"({s.direction})"
+
+    def leaf_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"duplicate": self.spec.percent}
+        if self.spec.correlation:
+            opts["dup_corr"] = self.spec.correlation
+        return opts
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReorderSpec(NetworkSpec):
+    """Send ``percent`` of the selected packets at once and delay the rest by ``ms``."""
+
+    kind: ClassVar[str] = "reorder"
+    percent: float
+    ms: float | None = None
+    gap: int = 0
+    correlation: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _percent(self.percent, "--percent")
+        _percent(self.correlation, "--correlation", allow_zero=True)
+        require(self.ms is not None and self.ms > 0,
+                "reorder needs a delay: add --ms (packets not sent early wait that long)")
+        require(self.ms is not None and self.ms <= 60_000, "--ms must be at most 60000")
+        require(self.gap >= 0, f"--gap must be 0 or more, got {self.gap}")
+
+
+class ReorderFault(NetworkFault):
+    """Reorder selected packets with netem.
+
+    Mechanism: netem ``delay D reorder P [gap N]``: P% of packets (every Nth
+    with a gap) go out at once, the others wait D, so later packets overtake
+    earlier ones. Rollback: as for latency. Does not survive a reboot.
+
+    Example: ``sudo hostchaos inject reorder --iface eth0 --percent 25 --ms 10``
+    """
+
+    kind = "reorder"
+    spec_type = ReorderSpec
+    spec: ReorderSpec
+
+    def describe(self) -> str:
+        s = self.spec
+        gap = f", gap {s.gap}" if s.gap else ""
+        return f"reorder {s.percent:g}% of {s.selector_label()} on {s.target_label()} " \
+               f"({s.direction}; others delayed {s.ms:g} ms{gap})"
+
+    def leaf_options(self) -> dict[str, Any]:
+        s = self.spec
+        return {"delay": int((s.ms or 0) * 1000), "prob_reorder": s.percent,
+                "corr_reorder": s.correlation, "gap": s.gap}
+
+
+_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)?", re.I)
+_RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 8, "kbps": 8e3,
+               "mbps": 8e6, "gbps": 8e9}
+_SIZE = re.compile(r"(\d+)\s*(b|k|kb|m|mb)?", re.I)
+_SIZE_UNITS = {"b": 1, "k": 1024, "kb": 1024, "m": 1024 * 1024, "mb": 1024 * 1024}
+
+
+def parse_rate(text: str) -> int:
+    """Bits per second from ``1mbit``, ``500kbit``, ``10mbps`` (bytes) or plain bits."""
+    found = _RATE.fullmatch(text.strip())
+    require(found is not None, f"--rate {text!r} is not a rate (e.g. 1mbit, 500kbit, 10mbps)")
+    assert found is not None
+    bits = float(found.group(1)) * _RATE_UNITS[(found.group(2) or "bit").lower()]
+    require(bits >= 8000, f"--rate {text!r} is below the minimum of 8kbit")
+    return int(bits)
+
+
+def parse_size(text: str, option: str) -> int:
+    found = _SIZE.fullmatch(text.strip())
+    require(found is not None, f"{option} {text!r} is not a size (e.g. 32k, 1m, 1500)")
+    assert found is not None
+    return int(found.group(1)) * _SIZE_UNITS[(found.group(2) or "b").lower()]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RateSpec(NetworkSpec):
+    """Limit the selected traffic to ``rate`` with a token bucket."""
+
+    kind: ClassVar[str] = "rate"
+    rate: str
+    burst: str | None = None
+    limit: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_rate(self.rate)
+        if self.burst is not None:
+            require(parse_size(self.burst, "--burst") >= 1600, "--burst must be at least 1600 "
+                    "bytes (one full-size packet)")
+        if self.limit is not None:
+            require(parse_size(self.limit, "--limit") >= 1600, "--limit must be at least 1600 "
+                    "bytes")
+
+
+class RateFault(NetworkFault):
+    """Limit the bandwidth of selected traffic with a token bucket (tbf).
+
+    Mechanism: a tbf leaf (rate, burst, queue limit) in a class of the
+    hostchaos HTB tree; tbf rather than netem's rate so it works on kernels
+    without sch_netem. Default burst is rate/250 (at least 3000 bytes), default
+    queue limit holds 250 ms at the rate. Rollback: as for latency. Does not
+    survive a reboot.
+
+    Example: ``sudo hostchaos inject rate --container web --iface eth0 --rate 1mbit``
+    """
+
+    kind = "rate"
+    spec_type = RateSpec
+    spec: RateSpec
+    leaf_kind = "tbf"
+
+    def describe(self) -> str:
+        s = self.spec
+        return f"limit {s.selector_label()} on {s.target_label()} ({s.direction}) to {s.rate}"
+
+    def leaf_options(self) -> dict[str, Any]:
+        s = self.spec
+        bits = parse_rate(s.rate)
+        burst = parse_size(s.burst, "--burst") if s.burst else max(3000, bits // 8 // 250)
+        limit = parse_size(s.limit, "--limit") if s.limit else max(3 * burst, bits // 8 // 4)
+        return {"rate": f"{bits}bit", "burst": burst, "limit": limit}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PartitionSpec(NetworkSpec):
+    """Drop all of the selected traffic."""
+
+    kind: ClassVar[str] = "partition"
+
+
+class PartitionFault(NetworkFault):
+    """Cut the selected traffic off entirely (100% loss) with netem.
+
+    Mechanism: netem ``loss 100%`` in the hostchaos tree, in the chosen
+    direction(s). Unselected traffic, ARP, neighbour discovery, the operator's
+    SSH session and ``--protect`` peers keep flowing. Rollback: as for latency.
+    Does not survive a reboot.
+
+    Example: ``sudo hostchaos inject partition --iface eth0 --dst 10.0.3.0/24 --direction both``
+    """
+
+    kind = "partition"
+    spec_type = PartitionSpec
+    spec: PartitionSpec
+
+    def describe(self) -> str:
+        s = self.spec
+        return f"drop all {s.selector_label()} on {s.target_label()} ({s.direction})"
+
+    def leaf_options(self) -> dict[str, Any]:
+        return {"loss": 100}

@@ -1,20 +1,24 @@
-"""Traffic control over netlink (pyroute2): the hostchaos-owned qdisc tree.
+"""Traffic control over netlink (pyroute2): the hostchaos-owned qdisc trees.
 
-One tree per interface, all handles under the reserved major ``0x4843``
-("HC")::
+One tree per interface, all handles under the reserved major ``0x4843`` ("HC")::
 
-    htb 4843: root, default 0      unmatched traffic goes through HTB's direct
-     |                             queue: never shaped, never delayed
+    htb 4843: root, default 0      unmatched traffic takes HTB's direct queue:
+     |                             never shaped, never delayed
      +- class 4843:<slot>          one class per fault, rate = line rate
-         +- <leaf> 49xx:           the fault itself (netem, tbf ...)
-    filters on 4843:               u32 per fault and protocol at
-                                   prio 1000 + 10*slot (+1 for IPv6)
+         +- <leaf> 49xx:           the fault itself (netem, tbf)
+    filters on 4843:, per fault (prio base P = 1000 + 10*slot):
+      P   ip / P+1 ipv6            protected traffic of this fault -> 4843:0 (direct)
+      P+2 ip / P+3 ipv6            the fault's selected traffic    -> 4843:<slot>
+
+Ingress faults go through an IFB device ``hcifb<ifindex>`` that carries its own
+tree: an ``ingress`` qdisc on the interface redirects incoming IPv4/IPv6 to it
+(mirred), and the IFB hands packets back to the stack after its tree.
 
 HTB rather than prio: prio is not built into every kernel (this project's
-build machine lacks it), HTB is everywhere, and its direct queue lets
-unmatched traffic bypass shaping entirely.
+build machine lacks it); HTB is everywhere, and its direct queue lets
+unmatched traffic bypass the tree entirely.
 
-Every netlink error is turned into a hostchaos error here and nowhere else.
+Every netlink error becomes a hostchaos error here and nowhere else.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import ctypes
 import errno
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +39,17 @@ from hostchaos.errors import ApplyError, ConflictError, PreconditionError, Targe
 
 ROOT_MAJOR = 0x4843
 ROOT_HANDLE = ROOT_MAJOR << 16
+DIRECT = ROOT_HANDLE  # classid major:0 = HTB's direct queue
 LEAF_MAJOR_BASE = 0x4900
+INGRESS_HANDLE = 0xFFFF0000
 MAX_SLOT = 250
 TC_H_ROOT = 0xFFFFFFFF
+TC_H_INGRESS = 0xFFFFFFF1
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+IFB_PREFIX = "hcifb"
 
 #: Root qdiscs the kernel attaches by itself; replacing one is harmless because
 #: deleting our root makes the kernel attach its default again.
@@ -68,12 +76,16 @@ class QdiscInfo:
                 "parent": self.parent}
 
 
+@dataclass(frozen=True)
+class FilterSet:
+    """What one fault's filters send where: pass (protected) and selected traffic, by family."""
+
+    passed: Sequence[tuple[int, list[str]]]  # (ETH_P_IP|ETH_P_IPV6, keys)
+    selected: Sequence[tuple[int, list[str]]]
+
+
 def netns_exists(name: str) -> bool:
     return os.path.exists(os.path.join(NETNS_DIR, name))
-
-
-def where(iface: str, netns: str | None) -> str:
-    return f"interface {iface} (network namespace: {netns or 'default'})"
 
 
 def _slot_class(slot: int) -> int:
@@ -84,22 +96,49 @@ def _leaf_handle(slot: int) -> int:
     return (LEAF_MAJOR_BASE + slot) << 16
 
 
-def _filter_prio(slot: int, family: int) -> int:
-    return 1000 + 10 * slot + (1 if family == ETH_P_IPV6 else 0)
+def _filter_prio(slot: int, family: int, selected: bool) -> int:
+    return 1000 + 10 * slot + (2 if selected else 0) + (1 if family == ETH_P_IPV6 else 0)
 
 
-class TrafficTree:
-    """The hostchaos qdisc tree on one interface of one network namespace.
+class _Boundary:
+    """Shared netlink error translation (the one place NetlinkError is caught)."""
 
-    Open it with :func:`open_tree`; every method talks to the kernel directly
-    and keeps no cached state, so two processes never disagree about it.
+    _ipr: Any
+    label: str
+
+    def _call(self, what: str, func: Any, *args: Any, missing_ok: bool = False,
+              **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except NetlinkError as exc:
+            code = exc.code
+            if missing_ok and code in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
+                return None
+            if code == errno.ENOENT and what.startswith("add qdisc "):
+                kind = what.removeprefix("add qdisc ")
+                raise PreconditionError(
+                    f"the kernel has no qdisc {kind!r} ({missing_module_hint(kind)})"
+                ) from exc
+            if code == errno.ENODEV:
+                raise TargetNotFoundError(f"{self.label} vanished") from exc
+            raise ApplyError(
+                f"kernel refused to {what} on {self.label}: "
+                f"{os.strerror(code) if isinstance(code, int) else exc}"
+            ) from exc
+
+
+class TrafficTree(_Boundary):
+    """The hostchaos qdisc tree on one device of one network namespace.
+
+    Every method talks to the kernel directly and keeps no cached state, so two
+    processes never disagree about it.
     """
 
-    def __init__(self, ipr: Any, index: int, iface: str, netns: str | None) -> None:
+    def __init__(self, ipr: Any, index: int, iface: str, where: str) -> None:
         self._ipr = ipr
         self.index = index
         self.iface = iface
-        self.netns = netns
+        self.label = f"interface {iface} (network namespace: {where})"
 
     # -- reading ---------------------------------------------------------
     def qdiscs(self) -> list[QdiscInfo]:
@@ -126,7 +165,7 @@ class TrafficTree:
         if root.kind in KERNEL_DEFAULT_ROOTS and (root.handle >> 16) == 0:
             return root
         raise ConflictError(
-            f"{where(self.iface, self.netns)} has a root qdisc set up by someone else "
+            f"{self.label} has a root qdisc set up by someone else "
             f"({root.kind} {root.handle >> 16:x}:); hostchaos will not replace it "
             "(remove it, or pass --force to snapshot and restore it)"
         )
@@ -139,15 +178,15 @@ class TrafficTree:
                 used.add(handle & 0xFFFF)
         return used
 
-    def free_slot(self) -> int:
-        used = self.used_slots()
+    def free_slot(self, claimed: set[int] = frozenset()) -> int:  # type: ignore[assignment]
+        used = self.used_slots() | claimed
         for slot in range(1, MAX_SLOT + 1):
             if slot not in used:
                 return slot
-        raise ConflictError(f"{where(self.iface, self.netns)} already carries {MAX_SLOT} faults")
+        raise ConflictError(f"{self.label} already carries {MAX_SLOT} faults")
 
     def slot_stats(self, slot: int) -> dict[str, int] | None:
-        """Kernel counters of one fault's class and leaf, or None if it is gone."""
+        """Kernel counters of one fault's class, or None if it is gone."""
         for msg in self._call("read classes", self._ipr.get_classes, index=self.index):
             if msg["handle"] == _slot_class(slot):
                 return _stats(msg)
@@ -161,10 +200,8 @@ class TrafficTree:
 
     # -- changing ----------------------------------------------------------
     def create_root(self) -> None:
-        self._call(
-            "add root htb", self._ipr.tc, "replace", "htb", self.index,
-            ROOT_HANDLE, parent=TC_H_ROOT, default=0,
-        )
+        self._call("add root htb", self._ipr.tc, "replace", "htb", self.index,
+                   ROOT_HANDLE, parent=TC_H_ROOT, default=0)
 
     def remove_root(self) -> None:
         """Delete our root (the kernel puts its default back). Foreign roots are left alone."""
@@ -174,57 +211,112 @@ class TrafficTree:
                    parent=TC_H_ROOT, missing_ok=True)
 
     def add_fault_class(self, slot: int, leaf_kind: str, leaf_options: dict[str, Any]) -> None:
-        self._call(
-            "add class", self._ipr.tc, "add-class", "htb", self.index, _slot_class(slot),
-            parent=ROOT_HANDLE, rate=LINE_RATE, quantum=60000,
-        )
-        self._call(
-            f"add {leaf_kind}", self._ipr.tc, "add", leaf_kind, self.index, _leaf_handle(slot),
-            parent=_slot_class(slot), **leaf_options,
-        )
+        self._call("add class", self._ipr.tc, "add-class", "htb", self.index,
+                   _slot_class(slot), parent=ROOT_HANDLE, rate=LINE_RATE, quantum=60000)
+        self._call(f"add qdisc {leaf_kind}", self._ipr.tc, "add", leaf_kind, self.index,
+                   _leaf_handle(slot), parent=_slot_class(slot), **leaf_options)
 
     def remove_fault_class(self, slot: int) -> None:
         self._call("delete class", self._ipr.tc, "del-class", index=self.index,
                    handle=_slot_class(slot), parent=ROOT_HANDLE, missing_ok=True)
 
+    def add_filters(self, slot: int, filters: FilterSet) -> None:
+        for selected, rules in ((False, filters.passed), (True, filters.selected)):
+            target = _slot_class(slot) if selected else DIRECT
+            for family, keys in rules:
+                self._call("add filter", self._ipr.tc, "add-filter", "u32", self.index,
+                           parent=ROOT_HANDLE, prio=_filter_prio(slot, family, selected),
+                           protocol=family, target=target, keys=keys)
+
     def add_match_all_filters(self, slot: int) -> None:
-        """Send every IPv4 and IPv6 packet to the fault's class (non-IP, e.g. ARP, passes)."""
-        for family in (ETH_P_IP, ETH_P_IPV6):
-            self._call(
-                "add filter", self._ipr.tc, "add-filter", "u32", self.index,
-                parent=ROOT_HANDLE, prio=_filter_prio(slot, family), protocol=family,
-                target=_slot_class(slot), keys=["0x0/0x0+0"],
-            )
+        """Every IPv4 and IPv6 packet to the fault's class (non-IP, e.g. ARP, passes)."""
+        everything = ["0x0/0x0+0"]
+        self.add_filters(slot, FilterSet((), [(ETH_P_IP, everything), (ETH_P_IPV6, everything)]))
 
     def remove_filters(self, slot: int) -> None:
-        for family in (ETH_P_IP, ETH_P_IPV6):
-            self._call(
-                "delete filter", self._ipr.tc, "del-filter", index=self.index,
-                parent=ROOT_HANDLE, prio=_filter_prio(slot, family), protocol=family,
-                missing_ok=True,
+        for selected in (False, True):
+            for family in (ETH_P_IP, ETH_P_IPV6):
+                # without a kind, pyroute2 does not fold prio and protocol into tcm_info,
+                # and a filter delete with tcm_info 0 deletes *every* filter on the parent
+                info = (_filter_prio(slot, family, selected) << 16) | socket.htons(family)
+                self._call("delete filter", self._ipr.tc, "del-filter", index=self.index,
+                           parent=ROOT_HANDLE, info=info, missing_ok=True)
+
+
+class Namespace(_Boundary):
+    """An open rtnetlink connection to one network namespace."""
+
+    def __init__(self, ipr: Any, where: str) -> None:
+        self._ipr = ipr
+        self.where = where
+        self.label = f"network namespace {where}"
+
+    def index_of(self, iface: str) -> int | None:
+        found = self._ipr.link_lookup(ifname=iface)
+        return int(found[0]) if found else None
+
+    def tree(self, iface: str) -> TrafficTree:
+        index = self.index_of(iface)
+        if index is None:
+            raise TargetNotFoundError(f"interface {iface} not found (network namespace: "
+                                      f"{self.where})")
+        return TrafficTree(self._ipr, index, iface, self.where)
+
+    # -- ingress through an IFB device -------------------------------------
+    @staticmethod
+    def ifb_name(iface_index: int) -> str:
+        return f"{IFB_PREFIX}{iface_index}"
+
+    def ingress_qdisc(self, index: int) -> QdiscInfo | None:
+        for msg in self._call("read qdiscs", self._ipr.get_qdiscs, index=index):
+            if msg["parent"] == TC_H_INGRESS:
+                return QdiscInfo(str(msg.get_attr("TCA_KIND")), msg["handle"], msg["parent"])
+        return None
+
+    def check_ingress_free(self, iface: str) -> None:
+        """Refuse an interface whose ingress qdisc belongs to someone else."""
+        index = self.tree(iface).index
+        if self.ingress_qdisc(index) and self.index_of(self.ifb_name(index)) is None:
+            raise ConflictError(
+                f"interface {iface} (network namespace: {self.where}) already has an ingress "
+                "qdisc that hostchaos did not set up; remove it to inject ingress faults"
             )
 
-    # -- the one error boundary -------------------------------------------
-    def _call(self, what: str, func: Any, *args: Any, missing_ok: bool = False,
-              **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except NetlinkError as exc:
-            code = exc.code
-            if missing_ok and code in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
-                return None
-            if code == errno.ENOENT and what.startswith("add ") and what[4:] not in (
-                "class", "filter", "root htb"
-            ):
-                raise PreconditionError(
-                    f"the kernel has no qdisc {what[4:]!r} ({missing_module_hint(what[4:])})"
-                ) from exc
-            if code == errno.ENODEV:
-                raise TargetNotFoundError(f"{where(self.iface, self.netns)} vanished") from exc
-            raise ApplyError(
-                f"kernel refused to {what} on {where(self.iface, self.netns)}: "
-                f"{os.strerror(code) if isinstance(code, int) else exc}"
-            ) from exc
+    def ensure_ifb(self, iface: str) -> tuple[str, bool]:
+        """The IFB fed by ``iface``'s ingress, created if needed: (its name, created now)."""
+        index = self.tree(iface).index
+        name = self.ifb_name(index)
+        if self.index_of(name) is not None:
+            return name, False
+        self.check_ingress_free(iface)
+        self._call("create ifb", self._ipr.link, "add", ifname=name, kind="ifb")
+        ifb_index = self.index_of(name)
+        self._call("bring up ifb", self._ipr.link, "set", index=ifb_index, state="up")
+        self._call("add qdisc ingress", self._ipr.tc, "add", "ingress", index,
+                   INGRESS_HANDLE)
+        for prio, family in ((1, ETH_P_IP), (2, ETH_P_IPV6)):
+            self._call("add mirred filter", self._ipr.tc, "add-filter", "u32", index,
+                       parent=INGRESS_HANDLE, prio=prio, protocol=family, target=0x1,
+                       keys=["0x0/0x0+0"],
+                       action={"kind": "mirred", "direction": "egress", "action": "redirect",
+                               "ifindex": ifb_index})
+        return name, True
+
+    def remove_ifb(self, iface: str) -> None:
+        """Undo :meth:`ensure_ifb` once no fault uses the IFB. Safe to repeat."""
+        index = self.index_of(iface)
+        if index is None:
+            return
+        name = self.ifb_name(index)
+        ifb_index = self.index_of(name)
+        if ifb_index is not None and self.tree(name).used_slots():
+            return  # another ingress fault still uses it
+        if ifb_index is not None or self.ingress_qdisc(index) is not None:
+            if self.ingress_qdisc(index) is not None and ifb_index is not None:
+                self._call("delete ingress qdisc", self._ipr.tc, "del", index=index,
+                           handle=INGRESS_HANDLE, parent=TC_H_INGRESS, missing_ok=True)
+        if ifb_index is not None:
+            self._call("delete ifb", self._ipr.link, "del", index=ifb_index, missing_ok=True)
 
 
 def _stats(msg: Any) -> dict[str, int]:
@@ -239,15 +331,16 @@ def _stats(msg: Any) -> dict[str, int]:
 
 
 def missing_module_hint(kind: str) -> str:
-    module = {"netem": "sch_netem", "tbf": "sch_tbf", "htb": "sch_htb"}.get(kind, f"sch_{kind}")
+    module = {"netem": "sch_netem", "tbf": "sch_tbf", "htb": "sch_htb",
+              "ingress": "sch_ingress"}.get(kind, f"sch_{kind}")
     return (
         f"kernel module {module} is missing on kernel {os.uname().release}: "
         f"install the distribution kernel's modules and run `modprobe {module}`"
     )
 
 
-def _socket_in_netns(name: str) -> socket.socket:
-    """A rtnetlink socket bound to namespace ``name``.
+def _socket_in_netns(path: str) -> socket.socket:
+    """A rtnetlink socket bound to the namespace at ``path``.
 
     A netlink socket stays in the namespace it was created in, so this thread
     steps into the namespace just long enough to create it. (pyroute2's own
@@ -256,7 +349,7 @@ def _socket_in_netns(name: str) -> socket.socket:
     """
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             _setns(target)
             try:
@@ -277,19 +370,32 @@ def _setns(fd: int) -> None:
 
 
 @contextmanager
-def open_tree(iface: str, netns: str | None) -> Iterator[TrafficTree]:
-    """Open ``iface`` in ``netns`` (None: the host namespace), or raise TargetNotFoundError."""
-    if netns is not None and not netns_exists(netns):
-        raise TargetNotFoundError(f"network namespace {netns} not found (see `ip netns list`)")
+def open_namespace(path: str | None, where: str) -> Iterator[Namespace]:
+    """Open the namespace at ``path`` (None: this process's), named ``where`` in messages."""
+    from hostchaos.system import netem_codec
+
+    netem_codec.install()
     try:
-        ipr = IPRoute(use_socket=_socket_in_netns(netns)) if netns else IPRoute()
+        ipr = IPRoute(use_socket=_socket_in_netns(path)) if path else IPRoute()
+    except FileNotFoundError as exc:
+        raise TargetNotFoundError(f"network namespace {where} not found") from exc
     except (OSError, NetlinkError) as exc:
-        raise TargetNotFoundError(f"cannot enter network namespace {netns}: {exc}") from exc
+        raise TargetNotFoundError(f"cannot enter network namespace {where}: {exc}") from exc
     try:
-        found = ipr.link_lookup(ifname=iface)
-        if not found:
-            raise TargetNotFoundError(f"interface {iface} not found (network namespace: "
-                                      f"{netns or 'default'})")
-        yield TrafficTree(ipr, int(found[0]), iface, netns)
+        yield Namespace(ipr, where)
     finally:
         ipr.close()
+
+
+def netns_path(name: str) -> str:
+    if not netns_exists(name):
+        raise TargetNotFoundError(f"network namespace {name} not found (see `ip netns list`)")
+    return os.path.join(NETNS_DIR, name)
+
+
+@contextmanager
+def open_tree(iface: str, netns: str | None) -> Iterator[TrafficTree]:
+    """Open ``iface`` in the named ``netns`` (None: the host's), or raise TargetNotFoundError."""
+    path = netns_path(netns) if netns else None
+    with open_namespace(path, netns or "default") as ns:
+        yield ns.tree(iface)

@@ -1,0 +1,60 @@
+"""Container NAME|ID -> the PID of its init process, asking whichever runtime knows it.
+
+Runtimes are asked in turn (podman, docker, nerdctl, crictl) with argument
+lists only (never a shell). The first that knows the container answers; a
+runtime that is missing, has no daemon or does not know the name is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+from hostchaos.errors import TargetNotFoundError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+
+#: runtime -> argv prefix printing the container's init PID (the container name is appended)
+RUNTIMES: tuple[tuple[str, list[str]], ...] = (
+    ("podman", ["podman", "inspect", "--type", "container", "--format", "{{.State.Pid}}"]),
+    ("docker", ["docker", "inspect", "--type", "container", "--format", "{{.State.Pid}}"]),
+    ("nerdctl", ["nerdctl", "inspect", "--mode", "native", "--format", "{{.State.Pid}}"]),
+    ("crictl", ["crictl", "inspect", "--output", "go-template", "--template", "{{.info.pid}}"]),
+)
+TIMEOUT = 20.0
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name))
+
+
+def container_pid(name: str) -> tuple[int, str]:
+    """(init PID, runtime) of running container ``name``; TargetNotFoundError if none has it."""
+    asked = []
+    stopped = None
+    for runtime, argv in RUNTIMES:
+        if shutil.which(runtime) is None:
+            continue
+        asked.append(runtime)
+        try:
+            result = subprocess.run([*argv, name], capture_output=True, text=True,
+                                    timeout=TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if result.returncode != 0:
+            continue
+        text = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
+        if not text.isdigit():
+            continue
+        pid = int(text)
+        if pid > 0:
+            return pid, runtime
+        stopped = runtime
+    if stopped:
+        raise TargetNotFoundError(f"container {name} is not running ({stopped} reports no PID)")
+    if not asked:
+        raise TargetNotFoundError(
+            f"container {name} not found: no container runtime (podman, docker, nerdctl, "
+            "crictl) is installed")
+    raise TargetNotFoundError(f"container {name} not found (asked: {', '.join(asked)})")
