@@ -251,7 +251,8 @@ class NetworkFault(Fault):
     # -- what each kind provides ---------------------------------------------
     leaf_kind: ClassVar[str] = "netem"
 
-    def leaf_options(self) -> dict[str, Any]:
+    def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
+        """The leaf qdisc's settings; ``mtu`` is the device's (a token bucket must hold one)."""
         raise NotImplementedError
 
     @classmethod
@@ -374,7 +375,7 @@ class NetworkFault(Fault):
                 slot = tree.free_slot(self._claimed_slots(device))
                 undo.note("class", device=device, slot=slot, where=self.spec.where(),
                           direction=direction)
-                tree.add_fault_class(slot, self.leaf_kind, self.leaf_options())
+                tree.add_fault_class(slot, self.leaf_kind, self.leaf_options(tree.mtu()))
                 filters = self._filters(direction)
                 undo.note("filters", device=device, slot=slot,
                           protected=len(filters.passed), selected=len(filters.selected))
@@ -497,7 +498,7 @@ class LatencyFault(NetworkFault):
         return f"delay {s.selector_label()} on {s.target_label()} ({s.direction}) " \
                f"by {s.ms:g} ms{extra}"
 
-    def leaf_options(self) -> dict[str, Any]:
+    def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         s = self.spec
         opts: dict[str, Any] = {"delay": int(s.ms * 1000), "jitter": int(s.jitter_ms * 1000)}
         if s.correlation:
@@ -558,7 +559,7 @@ class LossFault(NetworkFault):
             how = f"{s.percent:g}% loss{corr}"
         return f"{how} of {s.selector_label()} on {s.target_label()} ({s.direction})"
 
-    def leaf_options(self) -> dict[str, Any]:
+    def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         s = self.spec
         if s.ge is not None:
             ge = (*s.ge, 100.0, 0.0)[:4] if len(s.ge) == 2 else (*s.ge, 0.0)[:4]
@@ -601,7 +602,7 @@ class CorruptFault(NetworkFault):
         return f"corrupt {s.percent:g}% of {s.selector_label()} on {s.target_label()} " \
                f"({s.direction})"
 
-    def leaf_options(self) -> dict[str, Any]:
+    def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         return {"prob_corrupt": self.spec.percent, "corr_corrupt": self.spec.correlation}
 
 
@@ -637,7 +638,7 @@ class DuplicateFault(NetworkFault):
         return f"duplicate {s.percent:g}% of {s.selector_label()} on {s.target_label()} " \
                f"({s.direction})"
 
-    def leaf_options(self) -> dict[str, Any]:
+    def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         opts: dict[str, Any] = {"duplicate": self.spec.percent}
         if self.spec.correlation:
             opts["dup_corr"] = self.spec.correlation
@@ -684,7 +685,7 @@ class ReorderFault(NetworkFault):
         return f"reorder {s.percent:g}% of {s.selector_label()} on {s.target_label()} " \
                f"({s.direction}; others delayed {s.ms:g} ms{gap})"
 
-    def leaf_options(self) -> dict[str, Any]:
+    def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         s = self.spec
         return {"delay": int((s.ms or 0) * 1000), "prob_reorder": s.percent,
                 "corr_reorder": s.correlation, "gap": s.gap}
@@ -755,10 +756,12 @@ class RateFault(NetworkFault):
         s = self.spec
         return f"limit {s.selector_label()} on {s.target_label()} ({s.direction}) to {s.rate}"
 
-    def leaf_options(self) -> dict[str, Any]:
+    def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         s = self.spec
         bits = parse_rate(s.rate)
-        burst = parse_size(s.burst, "--burst") if s.burst else max(3000, bits // 8 // 250)
+        # tbf never sends a packet larger than its bucket: hold at least one MTU (lo: 64 KiB)
+        burst = parse_size(s.burst, "--burst") if s.burst else max(3000, bits // 8 // 250,
+                                                                     mtu + 14)
         limit = parse_size(s.limit, "--limit") if s.limit else max(3 * burst, bits // 8 // 4)
         return {"rate": f"{bits}bit", "burst": burst, "limit": limit}
 
@@ -789,5 +792,5 @@ class PartitionFault(NetworkFault):
         s = self.spec
         return f"drop all {s.selector_label()} on {s.target_label()} ({s.direction})"
 
-    def leaf_options(self) -> dict[str, Any]:
+    def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         return {"loss": 100}

@@ -153,6 +153,10 @@ class TrafficTree(_Boundary):
                 return qdisc
         return None
 
+    def mtu(self) -> int:
+        links = self._call("read link", self._ipr.get_links, self.index)
+        return int(links[0].get_attr("IFLA_MTU") or 1500) if links else 1500
+
     def is_ours(self) -> bool:
         root = self.root()
         return root is not None and root.handle == ROOT_HANDLE and root.kind == "htb"

@@ -132,6 +132,8 @@ def test_rate_and_ge_options() -> None:
     assert parse_rate("1mbit") == 1_000_000 and parse_rate("10mbps") == 80_000_000
     opts = RateFault(RateSpec(iface="eth0", rate="1mbit")).leaf_options()
     assert opts == {"rate": "1000000bit", "burst": 3000, "limit": 31250}
+    on_loopback = RateFault(RateSpec(iface="lo", rate="1mbit")).leaf_options(mtu=65536)
+    assert on_loopback["burst"] >= 65536  # a bucket smaller than one packet never sends it
     ge = LossFault(LossSpec(iface="eth0", ge=(5.0, 50.0))).leaf_options()
     assert ge == {"gemodel": (5.0, 50.0, 100.0, 0.0)}
 

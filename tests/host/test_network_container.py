@@ -1,0 +1,68 @@
+"""Issue 3 acceptance 6: `rate` against a podman container by name, and by --pid."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hostchaos.system import capabilities
+from tests.support.capability import need
+from tests.support.cli import hostchaos, open_records
+from tests.support.traffic import tcp_throughput
+
+RATE_BITS = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def container() -> Iterator[tuple[str, int]]:
+    from tests.support import podman
+
+    runtimes = capabilities.container_runtimes()
+    need(dataclasses.replace(runtimes, name="podman", ok="podman" in runtimes.detail,
+                             fix="apt-get install podman runc busybox-static"))
+    before = podman.podman_cgroup_dirs()
+    tag = f"localhost/hostchaos-net-test:{os.getpid()}"
+    name = f"hc-test-net-{os.getpid()}"
+    workdir = Path(f"/tmp/hc-test-image-{os.getpid()}")
+    try:
+        podman.build_image(workdir, tag)
+        pid = podman.run(tag, name, "/bin/sh", "-c", "while :; do sleep 1; done")
+        yield name, pid
+    finally:
+        podman.remove(name)
+        podman.podman("rmi", "-f", tag)
+        podman.remove_podman_cgroups(before)
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+
+def qdiscs(pid: int) -> str:
+    return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "tc", "qdisc", "show", "dev",
+                           "lo"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("by", ["container", "pid"])
+def test_rate_limits_a_container_and_rolls_back(by: str, container: tuple[str, int],
+                                                state_dir: Path) -> None:
+    name, pid = container
+    before = qdiscs(pid)
+    free = tcp_throughput(pid, pid, "127.0.0.1", seconds=2)
+    assert free > 20 * RATE_BITS
+    target = ["--container", name] if by == "container" else ["--pid", str(pid)]
+    result = hostchaos("inject", "rate", *target, "--iface", "lo", "--rate", "2mbit", "--json",
+                       state_dir=state_dir)
+    assert result.returncode == 0, result.stderr
+    fault = json.loads(result.stdout)
+    assert fault["spec"]["pid"] == pid  # --container resolved to the container's init process
+    limited = tcp_throughput(pid, pid, "127.0.0.1", seconds=4)
+    assert 0.9 * RATE_BITS <= limited <= 1.1 * RATE_BITS, limited
+    assert hostchaos("rollback", fault["id"], state_dir=state_dir).returncode == 0
+    assert qdiscs(pid) == before
+    assert tcp_throughput(pid, pid, "127.0.0.1", seconds=2) > 20 * RATE_BITS
+    assert open_records(state_dir) == []
+

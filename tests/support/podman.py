@@ -1,0 +1,70 @@
+"""A throwaway podman image (a busybox-static root, no registry) and containers from it.
+
+On the build machine (cgroup v1 hybrid) crun refuses the hierarchy, so
+containers run with ``--runtime runc`` and explicit nofile/nproc ulimits.
+Podman creates ``libpod_parent`` cgroups for its containers and conmon and
+leaves them behind; :func:`remove_podman_cgroups` removes those it left,
+only if they did not exist before and are empty.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+BUSYBOX = Path("/bin/busybox")
+# --network none: a container network would add a bridge and NAT rules to the host itself
+RUN_OPTIONS = ["--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024",
+               "--ulimit", "nproc=1024:1024"]
+
+
+def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def build_image(workdir: Path, tag: str) -> None:
+    root = workdir / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    for sub in ("proc", "sys", "dev", "etc", "tmp"):
+        (root / sub).mkdir()
+    shutil.copy2(BUSYBOX, root / "bin/busybox")
+    for applet in ("sh", "sleep", "cat", "ls"):
+        os.symlink("busybox", root / "bin" / applet)
+    tarball = workdir / "rootfs.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(root, arcname=".")
+    result = podman("import", str(tarball), tag)
+    assert result.returncode == 0, result.stderr
+
+
+def run(tag: str, name: str, *command: str) -> int:
+    """Start container ``name``; return its init PID on the host."""
+    result = podman("run", "-d", "--name", name, *RUN_OPTIONS, tag, *command)
+    assert result.returncode == 0, result.stderr
+    inspect = podman("inspect", "--format", "{{.State.Pid}}", name)
+    assert inspect.returncode == 0, inspect.stderr
+    return int(inspect.stdout.strip())
+
+
+def remove(name: str) -> None:
+    podman("rm", "-f", "-t", "0", name)
+
+
+def podman_cgroup_dirs() -> set[Path]:
+    return {p for p in Path("/sys/fs/cgroup").glob("*/libpod_parent") if p.is_dir()}
+
+
+def remove_podman_cgroups(existed_before: set[Path]) -> None:
+    """rmdir the empty libpod_parent trees podman created during the tests (deepest first)."""
+    for top in podman_cgroup_dirs() - existed_before:
+        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+        for path in [*dirs, top]:
+            try:
+                if not (path / "cgroup.procs").read_text().split():
+                    path.rmdir()
+            except OSError:
+                pass
