@@ -38,7 +38,8 @@ def distribution_table(name: str) -> bytes | None:
     for directory in DIST_DIRS:
         path = Path(directory) / f"{name}.dist"
         if path.is_file():
-            values = [int(v) for v in path.read_text().split() if not v.startswith("#")]
+            values = [int(v) for line in path.read_text().splitlines()
+                      for v in line.partition("#")[0].split()]
             return struct.pack(f"={len(values)}h", *values)
     raise PreconditionError(
         f"netem distribution table {name}.dist not found in {', '.join(DIST_DIRS)} "
@@ -61,6 +62,8 @@ def get_parameters(kwarg: dict[str, Any]) -> dict[str, Any]:
     if any(corr.values()):
         attrs.append(["TCA_NETEM_CORR", corr])
     if kwarg.get("prob_reorder"):
+        # the kernel reorders only with a gap; like tc, a missing gap means 1 (any packet)
+        opts["gap"] = kwarg.get("gap") or 1
         attrs.append(["TCA_NETEM_REORDER", {
             "prob_reorder": percent2u32(kwarg["prob_reorder"]),
             "corr_reorder": percent2u32(kwarg.get("corr_reorder", 0))}])

@@ -324,13 +324,16 @@ class Namespace(_Boundary):
 
 
 def _stats(msg: Any) -> dict[str, int]:
-    stats = msg.get_attr("TCA_STATS") or {}
+    legacy = msg.get_attr("TCA_STATS") or {}
+    stats2 = msg.get_attr("TCA_STATS2")
+    basic = (stats2.get_attr("TCA_STATS_BASIC") if stats2 else None) or {}
+    queue = (stats2.get_attr("TCA_STATS_QUEUE") if stats2 else None) or {}
     return {
-        "bytes": int(stats.get("bytes", 0)),
-        "packets": int(stats.get("packets", 0)),
-        "drops": int(stats.get("drops", 0)),
-        "overlimits": int(stats.get("overlimits", 0)),
-        "qlen": int(stats.get("qlen", 0)),
+        "bytes": int(basic.get("bytes", legacy.get("bytes", 0))),
+        "packets": int(basic.get("packets", legacy.get("packets", 0))),
+        "drops": int(queue.get("drops", legacy.get("drop", 0))),
+        "overlimits": int(queue.get("overlimits", legacy.get("overlimits", 0))),
+        "qlen": int(queue.get("qlen", legacy.get("qlen", 0))),
     }
 
 
