@@ -63,7 +63,7 @@ def tcp_throughput(server: str | int, client: str | int, address: str, *, second
         assert sink.stdout.readline().strip() == "READY", sink.stderr.read() if sink.stderr else ""
         source = _start(client, "tcp-source", address, str(port), str(seconds))
         source.communicate(timeout=seconds + 60)
-        out, err = sink.communicate(timeout=60)
+        out, _ = sink.communicate(timeout=60)
         result = json.loads(out.strip().splitlines()[-1])
         return float(result["bits_per_second"])
     finally:
