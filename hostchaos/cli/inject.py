@@ -74,7 +74,8 @@ def network_target_options(func: F) -> F:
         click.option("--no-protect-ssh", "no_protect_ssh", is_flag=True,
                      help="Do not exempt the operator's SSH sessions (on by default)."),
         click.option("--force", is_flag=True,
-                     help="Replace a root qdisc set up by someone else (not supported yet)."),
+                     help="Replace a root qdisc set up by someone else: its whole tree is "
+                          "snapshotted and put back exactly on rollback."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -285,7 +285,7 @@ class NetworkFault(Fault):
             raise PreconditionError(f"network faults need root ({root.detail}): {root.fix}")
         with self._namespace() as ns:
             tree = ns.tree(self.spec.iface)
-            if not self.spec.force:
+            if "egress" in self.spec.directions() and not self.spec.force:
                 tree.check_root_replaceable()
             if "ingress" in self.spec.directions():
                 ns.check_ingress_free(self.spec.iface)
@@ -299,9 +299,6 @@ class NetworkFault(Fault):
             if not ifb.ok:
                 raise PreconditionError(f"ingress faults need the ifb module: {ifb.detail}; "
                                         f"{ifb.fix}")
-        if self.spec.force:
-            raise SpecError("--force (replacing a foreign root qdisc) is not supported yet; "
-                            "remove the qdisc by hand and inject again")
 
     def conflicts(self, other: Spec) -> str | None:
         if isinstance(other, NetworkSpec) and self.spec.overlaps(other):
@@ -368,10 +365,19 @@ class NetworkFault(Fault):
                     device, _created = ns.ensure_ifb(self.spec.iface)
                 tree = ns.tree(device)
                 if not tree.is_ours():
-                    original = tree.check_root_replaceable()
+                    original = tree.root()
+                    foreign = not tree.is_kernel_default()
+                    if foreign and not (self.spec.force and direction == "egress"):
+                        tree.check_root_replaceable()  # raises ConflictError
                     undo.note("root", device=device,
-                              original=original.to_dict() if original else None)
+                              original=original.to_dict() if original else None,
+                              snapshot=tree.snapshot() if foreign else None)
+                    tree.delete_foreign_root()
                     tree.create_root()
+                else:
+                    inherited = self._inherited_snapshot(device)
+                    if inherited is not None:  # whoever leaves last puts the original back
+                        undo.note("root", device=device, joined=True, snapshot=inherited)
                 slot = tree.free_slot(self._claimed_slots(device))
                 undo.note("class", device=device, slot=slot, where=self.spec.where(),
                           direction=direction)
@@ -380,6 +386,14 @@ class NetworkFault(Fault):
                 undo.note("filters", device=device, slot=slot,
                           protected=len(filters.passed), selected=len(filters.selected))
                 tree.add_filters(slot, filters)
+
+    def _inherited_snapshot(self, device: str) -> dict[str, list[str]] | None:
+        for note in self.peers:
+            if (note.get("step") == "root" and note.get("device") == device
+                    and note.get("snapshot")):
+                snapshot: dict[str, list[str]] = note["snapshot"]
+                return snapshot
+        return None
 
     def rollback(self, undo: UndoLog) -> None:
         try:
@@ -392,6 +406,8 @@ class NetworkFault(Fault):
                 self._remove_class(ns, str(note["device"]), int(note["slot"]))
             for note in undo.steps("root"):
                 self._remove_tree_if_unused(ns, str(note["device"]))
+                if note.get("snapshot"):
+                    self._restore_if_last(ns, str(note["device"]), note["snapshot"])
             if undo.steps("ifb"):
                 ns.remove_ifb(self.spec.iface)
         finally:
@@ -405,6 +421,16 @@ class NetworkFault(Fault):
         tree.remove_filters(slot)
         tree.remove_fault_class(slot)
         self._remove_tree_if_unused(ns, device)
+
+    def _restore_if_last(self, ns: Namespace, device: str,
+                         snapshot: dict[str, list[str]]) -> None:
+        try:
+            tree = ns.tree(device)
+        except TargetNotFoundError:
+            return
+        if not tree.is_ours() and not any(n.get("device") == device for n in self.peers
+                                          if n.get("step") == "class"):
+            tree.restore(snapshot)
 
     def _remove_tree_if_unused(self, ns: Namespace, device: str) -> None:
         try:

@@ -134,10 +134,12 @@ class TrafficTree(_Boundary):
     processes never disagree about it.
     """
 
-    def __init__(self, ipr: Any, index: int, iface: str, where: str) -> None:
+    def __init__(self, ipr: Any, index: int, iface: str, where: str,
+                 netns_path: str | None = None) -> None:
         self._ipr = ipr
         self.index = index
         self.iface = iface
+        self.netns_path = netns_path
         self.label = f"interface {iface} (network namespace: {where})"
 
     # -- reading ---------------------------------------------------------
@@ -207,6 +209,42 @@ class TrafficTree(_Boundary):
         self._call("add root htb", self._ipr.tc, "replace", "htb", self.index,
                    ROOT_HANDLE, parent=TC_H_ROOT, default=0)
 
+    def is_kernel_default(self) -> bool:
+        root = self.root()
+        return root is None or (root.kind in KERNEL_DEFAULT_ROOTS and root.handle >> 16 == 0)
+
+    def snapshot(self) -> dict[str, list[str]]:
+        """Every qdisc, class and filter of the egress tree, as the kernel dumps them."""
+        from hostchaos.system.tc_snapshot import raw
+
+        qdiscs = [m for m in self._call("read qdiscs", self._ipr.get_qdiscs, index=self.index)
+                  if m["parent"] != TC_H_INGRESS]
+        classes = list(self._call("read classes", self._ipr.get_classes, index=self.index))
+        filters = []
+        for parent in sorted({m["handle"] for m in qdiscs} | {m["handle"] for m in classes}):
+            filters.extend(self._call("read filters", self._ipr.get_filters, index=self.index,
+                                      parent=parent))
+        return {"qdiscs": [raw(m) for m in qdiscs], "classes": [raw(m) for m in classes],
+                "filters": [raw(m) for m in filters]}
+
+    def delete_foreign_root(self) -> None:
+        """Delete whatever root is there (``--force``, after :meth:`snapshot`)."""
+        root = self.root()
+        if root is not None and not self.is_kernel_default():
+            self._call("delete root", self._ipr.tc, "del", index=self.index,
+                       handle=root.handle, parent=TC_H_ROOT, missing_ok=True)
+
+    def restore(self, snapshot: dict[str, list[str]]) -> None:
+        """Put a snapshot back over the kernel's default root."""
+        from hostchaos.system.tc_snapshot import replay
+
+        if not self.is_kernel_default():
+            return  # someone set up a new tree meanwhile: never overwrite it
+        sock = (_socket_in_netns(self.netns_path) if self.netns_path
+                else socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
+        with sock:
+            replay(sock, snapshot, self.label)
+
     def remove_root(self) -> None:
         """Delete our root (the kernel puts its default back). Foreign roots are left alone."""
         if not self.is_ours():
@@ -250,9 +288,10 @@ class TrafficTree(_Boundary):
 class Namespace(_Boundary):
     """An open rtnetlink connection to one network namespace."""
 
-    def __init__(self, ipr: Any, where: str) -> None:
+    def __init__(self, ipr: Any, where: str, path: str | None = None) -> None:
         self._ipr = ipr
         self.where = where
+        self.path = path
         self.label = f"network namespace {where}"
 
     def index_of(self, iface: str) -> int | None:
@@ -264,7 +303,7 @@ class Namespace(_Boundary):
         if index is None:
             raise TargetNotFoundError(f"interface {iface} not found (network namespace: "
                                       f"{self.where})")
-        return TrafficTree(self._ipr, index, iface, self.where)
+        return TrafficTree(self._ipr, index, iface, self.where, self.path)
 
     # -- ingress through an IFB device -------------------------------------
     @staticmethod
@@ -389,7 +428,7 @@ def open_namespace(path: str | None, where: str) -> Iterator[Namespace]:
     except (OSError, NetlinkError) as exc:
         raise TargetNotFoundError(f"cannot enter network namespace {where}: {exc}") from exc
     try:
-        yield Namespace(ipr, where)
+        yield Namespace(ipr, where, path)
     finally:
         ipr.close()
 

@@ -102,3 +102,52 @@ def test_netem_kinds_refused_without_netem(kind_args: list[str], pair: NetnsPair
     result = hostchaos("inject", *kind_args, "--netns", pair.a, "--iface", pair.iface_a,
                        state_dir=state_dir)
     assert result.returncode == 3 and "sch_netem" in result.stderr
+
+
+def full_dump(pair: NetnsPair) -> str:
+    out = ""
+    for what in ("qdisc", "class", "filter"):
+        out += subprocess.run(["tc", "-n", pair.a, "-d", what, "show", "dev", pair.iface_a],
+                              capture_output=True, text=True, check=True).stdout
+    return out.replace(" direct_packets_stat 0", "")
+
+
+def hand_made_tree(pair: NetnsPair) -> None:
+    for args in (
+        ["qdisc", "add", "dev", pair.iface_a, "root", "handle", "1:", "htb", "default", "20"],
+        ["class", "add", "dev", pair.iface_a, "parent", "1:", "classid", "1:1", "htb",
+         "rate", "900mbit"],
+        ["class", "add", "dev", pair.iface_a, "parent", "1:1", "classid", "1:10", "htb",
+         "rate", "100mbit", "ceil", "900mbit", "prio", "1"],
+        ["class", "add", "dev", pair.iface_a, "parent", "1:1", "classid", "1:20", "htb",
+         "rate", "5mbit", "ceil", "50mbit"],
+        ["qdisc", "add", "dev", pair.iface_a, "parent", "1:10", "handle", "10:", "tbf", "rate",
+         "80mbit", "burst", "64k", "limit", "512k"],
+        ["filter", "add", "dev", pair.iface_a, "parent", "1:", "protocol", "ip", "prio", "5",
+         "u32", "match", "ip", "dport", "22", "0xffff", "flowid", "1:10"],
+        ["filter", "add", "dev", pair.iface_a, "parent", "1:", "protocol", "ipv6", "prio", "6",
+         "u32", "match", "ip6", "dst", "fd48:43::/64", "flowid", "1:10"],
+    ):
+        subprocess.run(["tc", "-n", pair.a, *args], check=True, capture_output=True)
+
+
+def test_foreign_tree_refused_then_forced_and_put_back_exactly(pair: NetnsPair,
+                                                                state_dir: Path) -> None:
+    hand_made_tree(pair)
+    before = full_dump(pair)
+    refused = hostchaos("inject", "rate", "--netns", pair.a, "--iface", pair.iface_a,
+                        "--rate", "2mbit", state_dir=state_dir)
+    assert refused.returncode == 5 and "set up by someone else" in refused.stderr
+    assert full_dump(pair) == before and open_records(state_dir) == []
+
+    first = inject("rate", "--netns", pair.a, "--iface", pair.iface_a, "--rate", "2mbit",
+                   "--dst", pair.addr_b, "--force", state_dir=state_dir)
+    second = inject("rate", "--netns", pair.a, "--iface", pair.iface_a, "--rate", "4mbit",
+                    "--dst", pair.addr6_b, state_dir=state_dir)
+    assert "htb 4843:" in full_dump(pair)
+    limited = tcp_throughput(pair.b, pair.a, pair.addr_b, seconds=3)
+    assert limited <= 1.1 * RATE_BITS
+    assert hostchaos("rollback", first, state_dir=state_dir).returncode == 0
+    assert "htb 4843:" in full_dump(pair)  # the second fault still holds the tree
+    assert hostchaos("rollback", second, state_dir=state_dir).returncode == 0
+    assert full_dump(pair) == before

@@ -210,7 +210,7 @@ def test_partition_spares_operator_ssh_session_and_arp(pair: NetnsPair, state_di
         server.wait()
 
 
-def test_foreign_root_refused_and_tree_untouched(pair: NetnsPair, state_dir: Path) -> None:
+def test_foreign_root_refused_untouched_then_forced_and_restored(pair: NetnsPair, state_dir: Path) -> None:
     subprocess.run(["tc", "-n", pair.a, "qdisc", "add", "dev", pair.iface_a, "root", "handle",
                     "1:", "htb", "default", "10"], check=True)
     subprocess.run(["tc", "-n", pair.a, "class", "add", "dev", pair.iface_a, "parent", "1:",
@@ -224,6 +224,14 @@ def test_foreign_root_refused_and_tree_untouched(pair: NetnsPair, state_dir: Pat
                            capture_output=True, text=True).stdout + pair.qdisc_dump()
     assert after == before
     assert open_records(state_dir) == []
+    # --force: snapshot, replace, and put back byte for byte on rollback
+    forced = inject(pair, state_dir, "latency", "--ms", "100", "--force")
+    rtt = pair.ping(count=5, interval=0.05).rtt_avg_ms
+    assert rtt is not None and rtt >= 95
+    rollback(forced, state_dir)
+    restored = subprocess.run(["tc", "-n", pair.a, "-d", "class", "show", "dev", pair.iface_a],
+                              capture_output=True, text=True).stdout + pair.qdisc_dump()
+    assert restored == before
 
 
 def test_host_selector_resolves_all_records(pair: NetnsPair, state_dir: Path) -> None:
