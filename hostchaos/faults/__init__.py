@@ -19,6 +19,10 @@ KINDS: dict[str, str] = {
     "reorder": "hostchaos.faults.network:ReorderFault",
     "rate": "hostchaos.faults.network:RateFault",
     "partition": "hostchaos.faults.network:PartitionFault",
+    "cpu": "hostchaos.faults.resources:CpuFault",
+    "memory": "hostchaos.faults.resources:MemoryFault",
+    "pids": "hostchaos.faults.resources:PidsFault",
+    "nofile": "hostchaos.faults.resources:NofileFault",
 }
 
 

@@ -143,6 +143,69 @@ def cgroups() -> Capability:
                       "mount cgroup2 on /sys/fs/cgroup")
 
 
+#: controllers the resource faults use, and the v2-only features of each
+RESOURCE_CONTROLLERS = ("cpu", "memory", "pids")
+
+
+def cgroup_version(version: int) -> Capability:
+    """Which controllers cgroup ``version`` (1 or 2) offers on this host.
+
+    Informational for `doctor`: a version that is not mounted is not missing,
+    since hostchaos drives whichever one the host uses.
+    """
+    from hostchaos.system.cgroups import Cgroups
+
+    root = Path("/sys/fs/cgroup")
+    fs = Cgroups(root)
+    name = f"cgroup-v{version}"
+    used = ", ".join(c for c in RESOURCE_CONTROLLERS if fs.hierarchy_for(c))
+    if fs.version == version:
+        listed = sorted({c for h in fs.hierarchies for c in h.controllers
+                         if not c.startswith("name=")})
+        where = f"{root}/<controller>" if version == 1 else str(root)
+        return Capability(name, True, f"in use ({where}): {' '.join(listed) or 'no controllers'}"
+                          f"; resource faults use: {used or 'none'}")
+    if version == 2:
+        unified = root / "unified"
+        if (unified / "cgroup.controllers").exists():
+            v2 = (unified / "cgroup.controllers").read_text().split()
+            return Capability(name, True, f"hybrid mount at {unified}: "
+                              f"{' '.join(v2) or 'no controllers'} (the rest are bound to v1)")
+    return Capability(name, True, "not mounted")
+
+
+def cgroup_unified() -> Capability:
+    """Is the host on cgroup v2 (the unified hierarchy at /sys/fs/cgroup)?"""
+    root = Path("/sys/fs/cgroup")
+    ok = (root / "cgroup.controllers").exists()
+    return Capability("cgroup-v2-unified", ok,
+                      f"{root} is cgroup v2" if ok else f"{root} is cgroup v1 (or hybrid)",
+                      "" if ok else "boot with systemd.unified_cgroup_hierarchy=1 "
+                      "(the VM tier's Debian kernel does)")
+
+
+def cgroup_controller(name: str) -> Capability:
+    """Is cgroup controller ``name`` usable for resource faults, and through which version?"""
+    from hostchaos.system.cgroups import Cgroups
+
+    fs = Cgroups()
+    hierarchy = fs.hierarchy_for(name)
+    label = f"cgroup-{name}"
+    if hierarchy is None:
+        where = "v2 unified hierarchy" if fs.version == 2 else "any v1 hierarchy"
+        return Capability(label, False, f"controller {name} is not available in the {where}",
+                          f"enable the {name} controller (kernel cgroup_enable={name}, or mount "
+                          "its v1 hierarchy)")
+    if hierarchy.version == 1:
+        via = "cgroupspy + files" if name in ("cpu", "memory") else "files"
+        extra = "; --high needs v2" if name == "memory" else ""
+        return Capability(label, True, f"v1 at {hierarchy.mount} ({via}){extra}")
+    root_on = name in set((hierarchy.mount / "cgroup.subtree_control").read_text().split()) \
+        if (hierarchy.mount / "cgroup.subtree_control").exists() else False
+    state = "enabled" if root_on else "not enabled (hostchaos enables it for its own cgroups)"
+    return Capability(label, True, f"v2 at {hierarchy.mount}, at the root {state}")
+
+
 def libfaketime() -> Capability:
     path = libfaketime_path()
     if path:
@@ -173,7 +236,9 @@ def container_runtimes() -> Capability:
 
 
 def all_checks() -> list[Capability]:
-    return [is_root(), netem(), ifb(), htb(), u32(), cgroups(), libfaketime(), container_runtimes()]
+    return [is_root(), netem(), ifb(), htb(), u32(), cgroups(), cgroup_version(1),
+            cgroup_version(2), *(cgroup_controller(name) for name in RESOURCE_CONTROLLERS),
+            libfaketime(), container_runtimes()]
 
 
 #: fault family -> the capabilities it cannot work without

@@ -80,3 +80,138 @@ def boot_id() -> str:
     """The kernel's id for this boot; records from another boot are judged differently."""
     with open("/proc/sys/kernel/random/boot_id") as handle:
         return handle.read().strip()
+
+
+# -- process facts for resource faults -------------------------------------------------
+
+#: PF_KTHREAD in the flags of /proc/PID/stat (field 9): the task is a kernel thread
+PF_KTHREAD = 0x00200000
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """Fields 3.. of /proc/PID/stat (after comm), or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return raw[raw.rindex(b")") + 2 :].split()
+
+
+def exists(pid: int) -> bool:
+    """Is there a live (not zombie) process or thread ``pid``?"""
+    return state_letter(pid) not in (None, "Z", "X")
+
+
+def is_kernel_thread(pid: int) -> bool:
+    """A kernel thread: PF_KTHREAD set, or (older kernels) no cmdline and kthreadd as parent."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return False
+    if pid == 2 or int(fields[6]) & PF_KTHREAD:  # fields[6] is field 9, flags
+        return True
+    return int(fields[1]) == 2 and not cmdline(pid)  # fields[1] is field 4, ppid
+
+
+def parent_pid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[1])
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of ``pid`` (all its threads), in clock ticks, or None if it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15
+
+
+def thread_group(pid: int) -> int | None:
+    """The process (thread group) id of task ``pid``: itself for a process, else its leader."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def threads(pid: int) -> list[int]:
+    """Thread ids of process ``pid`` (its leader first), or [] if it is gone."""
+    try:
+        tids = sorted(int(name) for name in os.listdir(f"/proc/{pid}/task"))
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    if pid in tids:
+        tids.remove(pid)
+        tids.insert(0, pid)
+    return tids
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            raw = handle.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as handle:
+            return handle.read().decode(errors="replace").rstrip("\n")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def all_pids() -> list[int]:
+    return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+
+
+def is_hostchaos(pid: int) -> bool:
+    """Is ``pid`` this process, or a hostchaos CLI, guardian or daemon?
+
+    Recognised by command line: ``python -m hostchaos[.anything]`` or an
+    executable named ``hostchaos``.
+    """
+    if pid == os.getpid():
+        return True
+    argv = cmdline(pid)
+    if not argv:
+        return False
+    if os.path.basename(argv[0]) == "hostchaos":
+        return True
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-m" and argv[i + 1].split(".")[0] == "hostchaos":
+            return True
+    return len(argv) > 1 and os.path.basename(argv[1]) == "hostchaos"
+
+
+def protection(pid: int) -> str | None:
+    """Why ``pid`` must never be a fault's target, or None if it may be."""
+    if pid == 1:
+        return "PID 1 (init) is protected"
+    if is_kernel_thread(pid):
+        return f"PID {pid} is a kernel thread ({comm(pid)}); kernel threads are protected"
+    if is_hostchaos(pid):
+        return f"PID {pid} is a hostchaos process; hostchaos never targets itself"
+    return None
+
+
+def find_by_name(name: str) -> list[int]:
+    """Live processes whose comm or executable basename is exactly ``name``."""
+    found = []
+    for pid in all_pids():
+        if comm(pid) == name[:15] and (
+            len(name) <= 15 or os.path.basename((cmdline(pid) or [""])[0]) == name
+        ):
+            if exists(pid):
+                found.append(pid)
+            continue
+        argv = cmdline(pid)
+        if argv and os.path.basename(argv[0]) == name and exists(pid):
+            found.append(pid)
+    return found

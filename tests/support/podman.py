@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
@@ -58,13 +59,27 @@ def podman_cgroup_dirs() -> set[Path]:
     return {p for p in Path("/sys/fs/cgroup").glob("*/libpod_parent") if p.is_dir()}
 
 
-def remove_podman_cgroups(existed_before: set[Path]) -> None:
-    """rmdir the empty libpod_parent trees podman created during the tests (deepest first)."""
-    for top in podman_cgroup_dirs() - existed_before:
-        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-        for path in [*dirs, top]:
-            try:
-                if not (path / "cgroup.procs").read_text().split():
-                    path.rmdir()
-            except OSError:
-                pass
+def remove_podman_cgroups(existed_before: set[Path], timeout: float = 15.0) -> None:
+    """rmdir the libpod_parent trees podman created during the tests (deepest first).
+
+    Only empty cgroups are removed; conmon may still be leaving its cgroup right
+    after `podman rm`, so this retries for a while before giving up.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for top in podman_cgroup_dirs() - existed_before:
+            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+            for path in [*dirs, top]:
+                try:
+                    if not (path / "cgroup.procs").read_text().split():
+                        path.rmdir()
+                        continue
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    pass
+                left.append(path)
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)

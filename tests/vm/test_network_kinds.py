@@ -210,7 +210,8 @@ def test_partition_spares_operator_ssh_session_and_arp(pair: NetnsPair, state_di
         server.wait()
 
 
-def test_foreign_root_refused_untouched_then_forced_and_restored(pair: NetnsPair, state_dir: Path) -> None:
+def test_foreign_root_refused_untouched_then_forced_and_restored(pair: NetnsPair,
+                                                                 state_dir: Path) -> None:
     subprocess.run(["tc", "-n", pair.a, "qdisc", "add", "dev", pair.iface_a, "root", "handle",
                     "1:", "htb", "default", "10"], check=True)
     subprocess.run(["tc", "-n", pair.a, "class", "add", "dev", pair.iface_a, "parent", "1:",

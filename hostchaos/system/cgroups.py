@@ -1,0 +1,561 @@
+"""cgroup v1 and v2 behind one adapter: the only code in hostchaos that touches cgroupfs.
+
+Version: ``/sys/fs/cgroup/cgroup.controllers`` exists -> v2, the unified
+hierarchy mounted at /sys/fs/cgroup. Otherwise v1 (legacy or hybrid): one
+hierarchy per controller group, mounted at ``/sys/fs/cgroup/<names>``
+(``cpu``, ``memory``, ``cpu,cpuacct``, ``systemd`` for name=systemd ...); a
+hybrid host's ``unified`` v2 mount carries no controllers and is not used.
+
+Which library does what:
+
+- **cgroupspy** (v1 only, where it has a typed file): reading and writing
+  ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (``CpuController``) and
+  ``memory.limit_in_bytes`` (``MemoryController``), ``cpu.stat`` and
+  ``memory.oom_control`` for `status`, and creating/removing hostchaos's own
+  cgroups (``Node.create_cgroup`` / ``Node.delete_cgroup``). Its tree is built
+  for the one cgroup concerned (a chain of ``Node`` objects), never by walking
+  the whole filesystem.
+- **plain file I/O** everywhere else: all of v2; the v1 ``pids`` controller
+  (cgroupspy has none); a v1 controller co-mounted under a name cgroupspy does
+  not map (``cpu,cpuacct``); moving tasks (the kernel takes one id per
+  write(2), while cgroupspy's ``tasks``/``procs`` setters write the whole
+  list in one); listings of ``cgroup.procs`` / ``tasks`` / ``cgroup.threads``;
+  ``/proc/PID/cgroup``.
+
+Every OSError is turned into a hostchaos error here: ENOENT/ENODEV/ESRCH
+(the cgroup or process is gone) -> :class:`TargetNotFoundError`, which rollback
+treats as success; anything else -> :class:`ApplyError` naming file, value and
+errno. Values are handled as the exact strings the kernel shows, so rollback
+can write back and compare exactly what it read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hostchaos.errors import (
+    ApplyError,
+    HostchaosError,
+    PreconditionError,
+    TargetNotFoundError,
+)
+
+ROOT = Path("/sys/fs/cgroup")
+#: name prefix of every cgroup hostchaos creates: hostchaos-<fault id>
+PREFIX = "hostchaos-"
+V1 = 1
+V2 = 2
+
+#: v1 files with a typed cgroupspy descriptor: file -> (controller class name, attribute)
+_CGROUPSPY_FILES = {
+    "cpu.cfs_quota_us": "cfs_quota_us",
+    "cpu.cfs_period_us": "cfs_period_us",
+    "memory.limit_in_bytes": "limit_in_bytes",
+}
+#: v1 mount directory name -> cgroupspy controller type, where cgroupspy maps it
+_CGROUPSPY_CONTROLLERS = ("cpu", "memory")
+
+_GONE = (errno.ENOENT, errno.ENODEV, errno.ESRCH)
+
+
+class Gone(TargetNotFoundError):
+    """The cgroup or process vanished: for rollback, "already gone" is success."""
+
+
+def warm_up() -> None:
+    """Import what rollback needs (cgroupspy, /proc helpers) ahead of time, for guardians."""
+    import cgroupspy.nodes  # noqa: F401
+
+    import hostchaos.system.procs  # noqa: F401
+
+
+# -- model -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """One mounted hierarchy: the v2 unified one, or a v1 one for a controller group."""
+
+    version: int
+    mount: Path
+    controllers: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return "unified" if self.version == V2 else ",".join(self.controllers)
+
+
+@dataclass(frozen=True)
+class CgroupRef:
+    """A cgroup: its hierarchy and its path from the hierarchy's root ("/" or "/a/b")."""
+
+    hierarchy: Hierarchy
+    path: str
+
+    @property
+    def dir(self) -> Path:
+        return self.hierarchy.mount / self.path.lstrip("/") if self.path != "/" else \
+            self.hierarchy.mount
+
+    @property
+    def is_root(self) -> bool:
+        return self.path == "/"
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def child(self, name: str) -> CgroupRef:
+        return CgroupRef(self.hierarchy, f"{self.path.rstrip('/')}/{name}")
+
+    def parent(self) -> CgroupRef | None:
+        if self.is_root:
+            return None
+        head = self.path.rsplit("/", 1)[0]
+        return CgroupRef(self.hierarchy, head or "/")
+
+    def ancestors(self) -> list[CgroupRef]:
+        """Root first, this cgroup last."""
+        chain: list[CgroupRef] = []
+        ref: CgroupRef | None = self
+        while ref is not None:
+            chain.append(ref)
+            ref = ref.parent()
+        return chain[::-1]
+
+    def label(self) -> str:
+        if self.hierarchy.version == V2:
+            return self.path
+        return f"{self.hierarchy.name}:{self.path}"
+
+    def to_note(self) -> dict[str, Any]:
+        return {"version": self.hierarchy.version, "mount": str(self.hierarchy.mount),
+                "controllers": list(self.hierarchy.controllers), "path": self.path}
+
+    @classmethod
+    def from_note(cls, data: dict[str, Any]) -> CgroupRef:
+        hierarchy = Hierarchy(int(data["version"]), Path(data["mount"]),
+                              tuple(data["controllers"]))
+        return cls(hierarchy, str(data["path"]))
+
+
+# -- errors at the boundary ----------------------------------------------------
+
+
+def _fail(exc: OSError, action: str) -> HostchaosError:
+    reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+    if exc.errno in _GONE:
+        return Gone(f"{action}: {reason}")
+    if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
+        return PreconditionError(f"{action}: {reason} (resource faults need root)")
+    return ApplyError(f"{action}: the kernel refused ({reason})")
+
+
+# -- the adapter ------------------------------------------------------------------
+
+
+class Cgroups:
+    """The host's cgroup filesystem, v1 or v2."""
+
+    def __init__(self, root: Path = ROOT, proc: Path = Path("/proc")) -> None:
+        self.root = root
+        self.proc = proc
+        if (root / "cgroup.controllers").exists():
+            self.version = V2
+            self.hierarchies = [Hierarchy(V2, root, tuple(self._read_words(
+                root / "cgroup.controllers")))]
+        else:
+            self.version = V1
+            self.hierarchies = self._v1_hierarchies()
+
+    # -- discovery ---------------------------------------------------------------
+    def _v1_hierarchies(self) -> list[Hierarchy]:
+        found = []
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError:
+            return []
+        for entry in entries:
+            if entry.is_symlink() or not (entry / "cgroup.procs").exists():
+                continue
+            if entry.name == "unified":
+                continue  # the hybrid layout's v2 mount: no controllers on it
+            names = tuple("name=systemd" if n == "systemd" else n
+                          for n in entry.name.split(","))
+            found.append(Hierarchy(V1, entry, names))
+        return found
+
+    @staticmethod
+    def _read_words(path: Path) -> list[str]:
+        try:
+            return path.read_text().split()
+        except OSError:
+            return []
+
+    def hierarchy_for(self, controller: str) -> Hierarchy | None:
+        """The hierarchy where ``controller`` can be used, or None."""
+        for hierarchy in self.hierarchies:
+            if controller in hierarchy.controllers:
+                return hierarchy
+        return None
+
+    def require(self, controller: str) -> Hierarchy:
+        hierarchy = self.hierarchy_for(controller)
+        if hierarchy is not None:
+            return hierarchy
+        if self.version == V2:
+            raise PreconditionError(
+                f"cgroup controller {controller} is not available in the unified hierarchy "
+                f"({self.root}/cgroup.controllers lists: "
+                f"{' '.join(self.hierarchies[0].controllers) or 'nothing'}); "
+                f"boot with it enabled (cgroup_enable={controller})")
+        raise PreconditionError(
+            f"cgroup v1 controller {controller} is not mounted under {self.root}; "
+            f"mount it: mkdir {self.root}/{controller} && "
+            f"mount -t cgroup -o {controller} cgroup {self.root}/{controller}")
+
+    def controllers_report(self) -> dict[str, Any]:
+        """For `doctor`: the version and, per hierarchy, its mount and controllers."""
+        return {"version": self.version,
+                "hierarchies": [{"mount": str(h.mount), "controllers": list(h.controllers)}
+                                for h in self.hierarchies]}
+
+    # -- membership ----------------------------------------------------------------
+    def _memberships(self, proc_cgroup: Path) -> dict[str, str]:
+        """Parse /proc/PID/cgroup into controller (or "" for v2) -> path."""
+        try:
+            text = proc_cgroup.read_text()
+        except OSError as exc:
+            raise _fail(exc, f"reading {proc_cgroup}") from exc
+        out: dict[str, str] = {}
+        for line in text.splitlines():
+            parts = line.split(":", 2)
+            if len(parts) != 3:
+                continue
+            _, names, path = parts
+            for name in names.split(",") if names else [""]:
+                out[name] = path
+        return out
+
+    def cgroup_of(self, pid: int, hierarchy: Hierarchy, tid: int | None = None) -> CgroupRef:
+        """The cgroup of process ``pid`` (or its thread ``tid``) in ``hierarchy``."""
+        where = self.proc / str(pid) / (f"task/{tid}/cgroup" if tid else "cgroup")
+        members = self._memberships(where)
+        key = "" if hierarchy.version == V2 else hierarchy.controllers[0]
+        path = members.get(key)
+        if path is None:
+            raise Gone(f"process {pid} has no cgroup in the {hierarchy.name} hierarchy")
+        return CgroupRef(hierarchy, path.removesuffix(" (deleted)"))
+
+    def thread_cgroups(self, pid: int, hierarchy: Hierarchy) -> dict[int, str]:
+        """tid -> cgroup path for every thread of ``pid`` (v1: threads may differ)."""
+        out = {}
+        try:
+            tids = sorted(int(t) for t in os.listdir(self.proc / str(pid) / "task"))
+        except OSError as exc:
+            raise _fail(exc, f"listing threads of process {pid}") from exc
+        for tid in tids:
+            try:
+                out[tid] = self.cgroup_of(pid, hierarchy, tid).path
+            except Gone:
+                continue  # the thread ended meanwhile
+        return out
+
+    def ref(self, hierarchy: Hierarchy, path: str) -> CgroupRef:
+        """A cgroup named by the user: relative to the hierarchy root, or a full /sys path."""
+        text = path.strip()
+        mount = str(hierarchy.mount)
+        if text == mount or text.startswith(mount + "/"):
+            text = text[len(mount):] or "/"
+        elif text.startswith(str(self.root) + "/") and hierarchy.version == V1:
+            # /sys/fs/cgroup/<other hierarchy>/x: the same path in this hierarchy
+            text = "/" + "/".join(text[len(str(self.root)) + 1:].split("/")[1:])
+        parts = [p for p in text.split("/") if p]
+        return CgroupRef(hierarchy, "/" + "/".join(parts))
+
+    def exists(self, ref: CgroupRef) -> bool:
+        return (ref.dir / "cgroup.procs").exists()
+
+    def existing_ancestor(self, ref: CgroupRef) -> CgroupRef:
+        """``ref`` itself if it exists, else its nearest existing ancestor."""
+        for candidate in reversed(ref.ancestors()):
+            if self.exists(candidate):
+                return candidate
+        return CgroupRef(ref.hierarchy, "/")
+
+    def children(self, ref: CgroupRef) -> list[str]:
+        try:
+            return sorted(e.name for e in ref.dir.iterdir() if e.is_dir())
+        except OSError as exc:
+            raise _fail(exc, f"listing cgroup {ref.label()}") from exc
+
+    def _ids(self, ref: CgroupRef, filename: str) -> list[int]:
+        try:
+            text = (ref.dir / filename).read_text()
+        except OSError as exc:
+            raise _fail(exc, f"reading {ref.dir / filename}") from exc
+        return [int(x) for x in text.split()]
+
+    def procs(self, ref: CgroupRef) -> list[int]:
+        """Processes (thread-group ids) directly in ``ref``."""
+        return self._ids(ref, "cgroup.procs")
+
+    def tasks(self, ref: CgroupRef) -> list[int]:
+        """Threads directly in ``ref`` (v1 ``tasks``, v2 ``cgroup.threads``)."""
+        return self._ids(ref, "tasks" if ref.hierarchy.version == V1 else "cgroup.threads")
+
+    def subtree_procs(self, ref: CgroupRef) -> list[int]:
+        """Processes in ``ref`` and all its descendants."""
+        found: set[int] = set()
+        for dirpath, _dirs, files in os.walk(ref.dir):
+            if "cgroup.procs" in files:
+                try:
+                    found.update(int(x) for x in Path(dirpath, "cgroup.procs").read_text().split())
+                except OSError:
+                    continue  # removed while walking
+        return sorted(found)
+
+    # -- moving --------------------------------------------------------------------
+    def _write_raw(self, path: Path, value: str, action: str) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _fail(exc, action) from exc
+        try:
+            os.write(fd, value.encode())
+        except OSError as exc:
+            raise _fail(exc, action) from exc
+        finally:
+            os.close(fd)
+
+    def move_process(self, pid: int, ref: CgroupRef) -> None:
+        """Move process ``pid`` with all its threads into ``ref``."""
+        self._write_raw(ref.dir / "cgroup.procs", str(pid),
+                        f"moving process {pid} into cgroup {ref.label()}")
+
+    def move_thread(self, tid: int, ref: CgroupRef) -> None:
+        """Move the single thread ``tid`` into ``ref`` (v1 ``tasks``, v2 ``cgroup.threads``)."""
+        filename = "tasks" if ref.hierarchy.version == V1 else "cgroup.threads"
+        self._write_raw(ref.dir / filename, str(tid),
+                        f"moving thread {tid} into cgroup {ref.label()}")
+
+    # -- creating and removing (hostchaos's own cgroups only) ------------------------
+    def _v1_node(self, ref: CgroupRef) -> Any:
+        """A cgroupspy Node chain for ``ref`` (v1), without walking the filesystem."""
+        from cgroupspy.nodes import Node
+
+        mount = ref.hierarchy.mount
+        node = Node(str(mount.parent).encode())
+        node = Node(mount.name.encode(), parent=node)
+        for part in ref.path.strip("/").split("/"):
+            if part:
+                node = Node(part.encode(), parent=node)
+        return node
+
+    def create(self, ref: CgroupRef) -> None:
+        """Create ``ref`` (its parent must exist). Only ever called for hostchaos-* cgroups."""
+        assert ref.name.startswith(PREFIX), ref
+        parent = ref.parent()
+        assert parent is not None
+        try:
+            if ref.hierarchy.version == V1:
+                self._v1_node(parent).create_cgroup(ref.name)
+            else:
+                os.mkdir(ref.dir)
+        except FileExistsError:
+            return  # a retried apply: ours already
+        except OSError as exc:
+            raise _fail(exc, f"creating cgroup {ref.label()}") from exc
+
+    def remove(self, ref: CgroupRef) -> None:
+        """Remove the (empty) hostchaos cgroup ``ref``; already gone is fine."""
+        assert ref.name.startswith(PREFIX), ref
+        parent = ref.parent()
+        assert parent is not None
+        try:
+            if ref.hierarchy.version == V1:
+                self._v1_node(parent).delete_cgroup(ref.name)
+            else:
+                os.rmdir(ref.dir)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _fail(exc, f"removing cgroup {ref.label()}") from exc
+
+    # -- v2 controller delegation ---------------------------------------------------
+    def enabled(self, ref: CgroupRef) -> set[str]:
+        """Controllers ``ref`` hands to its children (v2 cgroup.subtree_control)."""
+        return set(self._read_words(ref.dir / "cgroup.subtree_control"))
+
+    def available(self, ref: CgroupRef) -> set[str]:
+        """Controllers ``ref`` itself has (v2 cgroup.controllers)."""
+        return set(self._read_words(ref.dir / "cgroup.controllers"))
+
+    def set_enabled(self, ref: CgroupRef, controller: str, on: bool) -> None:
+        sign = "+" if on else "-"
+        self._write_raw(ref.dir / "cgroup.subtree_control", f"{sign}{controller}",
+                        f"writing {sign}{controller} to {ref.label()}/cgroup.subtree_control")
+
+    def cgroup_type(self, ref: CgroupRef) -> str:
+        try:
+            return (ref.dir / "cgroup.type").read_text().strip()
+        except OSError:
+            return "domain"
+
+    # -- values ----------------------------------------------------------------------
+    def has_file(self, ref: CgroupRef, filename: str) -> bool:
+        return (ref.dir / filename).exists()
+
+    def read(self, ref: CgroupRef, filename: str) -> str:
+        """The exact text of a cgroup file, stripped."""
+        try:
+            if ref.hierarchy.version == V1 and filename in _CGROUPSPY_FILES:
+                controller = self._v1_node(ref).controller
+                if controller is not None:
+                    value = getattr(controller, _CGROUPSPY_FILES[filename])
+                    return "-1" if value is None else str(value)
+            return (ref.dir / filename).read_text().strip()
+        except OSError as exc:
+            raise _fail(exc, f"reading {ref.label()}/{filename}") from exc
+
+    def write(self, ref: CgroupRef, filename: str, value: str) -> None:
+        action = f"writing {value} to {ref.label()}/{filename}"
+        if ref.hierarchy.version == V1 and filename in _CGROUPSPY_FILES:
+            controller = self._v1_node(ref).controller
+            if controller is not None:
+                try:
+                    setattr(controller, _CGROUPSPY_FILES[filename], int(value))
+                except OSError as exc:
+                    raise _fail(exc, action) from exc
+                return
+        self._write_raw(ref.dir / filename, value, action)
+
+    def read_stat(self, ref: CgroupRef, filename: str) -> dict[str, int]:
+        """A flat "key value" file (cpu.stat, memory.events, memory.oom_control, pids.events)."""
+        if ref.hierarchy.version == V1 and filename in ("cpu.stat", "memory.oom_control"):
+            controller = self._v1_node(ref).controller
+            attr = "stat" if filename == "cpu.stat" else "oom_control"
+            if controller is not None:
+                try:
+                    data = getattr(controller, attr)
+                except OSError as exc:
+                    raise _fail(exc, f"reading {ref.label()}/{filename}") from exc
+                if isinstance(data, dict):
+                    return {str(k): int(v) for k, v in data.items()}
+        text = self.read(ref, filename)
+        out = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+                out[parts[0]] = int(parts[1])
+        return out
+
+
+# -- limits per fault kind: file names and write order differ between versions --------
+
+
+def limit_files(kind: str, version: int, *, high: bool = False) -> list[str]:
+    """The files a ``kind`` fault changes (and whose originals it keeps), in write order."""
+    if kind == "cpu":
+        return ["cpu.cfs_period_us", "cpu.cfs_quota_us"] if version == V1 else ["cpu.max"]
+    if kind == "memory":
+        if version == V1:
+            return ["memory.limit_in_bytes"]
+        return ["memory.high", "memory.max"] if high else ["memory.max"]
+    if kind == "pids":
+        return ["pids.max"]
+    raise ValueError(kind)
+
+
+def controller_of(kind: str) -> str:
+    return {"cpu": "cpu", "memory": "memory", "pids": "pids"}[kind]
+
+
+def write_limits(fs: Cgroups, ref: CgroupRef, values: dict[str, str]) -> None:
+    """Write ``values`` (file -> text) in an order the kernel accepts.
+
+    v1 CFS bandwidth is checked against the parent and children on every write
+    of quota or period, so the quota is lifted (-1) first, then the period
+    and finally the quota are set. v2 memory: memory.high before memory.max is
+    irrelevant to the kernel but keeps the throttle in place before the hard cap.
+    """
+    if "cpu.cfs_quota_us" in values:
+        fs.write(ref, "cpu.cfs_quota_us", "-1")
+    for filename, value in values.items():
+        if filename != "cpu.cfs_quota_us":
+            fs.write(ref, filename, value)
+    if "cpu.cfs_quota_us" in values:
+        fs.write(ref, "cpu.cfs_quota_us", values["cpu.cfs_quota_us"])
+
+
+def read_limits(fs: Cgroups, ref: CgroupRef, files: list[str]) -> dict[str, str]:
+    return {filename: fs.read(ref, filename) for filename in files}
+
+
+def same_value(wanted: str, got: str) -> bool:
+    """Does a read-back value equal the one written? ("no limit" has several spellings in v1)."""
+    if wanted == got:
+        return True
+
+    def unlimited(v: str) -> bool:
+        return v in ("-1", "max") or (v.isdigit() and int(v) >= 2**62)
+
+    return unlimited(wanted) and unlimited(got)
+
+
+def stats(fs: Cgroups, ref: CgroupRef, kind: str) -> dict[str, Any]:
+    """Live numbers for `status`: usage, peak, throttling, OOM kills, fork failures."""
+    v1 = ref.hierarchy.version == V1
+    out: dict[str, Any] = {}
+    if kind == "cpu":
+        stat = fs.read_stat(ref, "cpu.stat")
+        out["nr_periods"] = stat.get("nr_periods")
+        out["nr_throttled"] = stat.get("nr_throttled")
+        if v1:
+            out["throttled_usec"] = stat.get("throttled_time", 0) // 1000
+        else:
+            out["throttled_usec"] = stat.get("throttled_usec")
+            out["usage_usec"] = stat.get("usage_usec")
+    elif kind == "memory":
+        if v1:
+            out["usage_bytes"] = int(fs.read(ref, "memory.usage_in_bytes"))
+            out["peak_bytes"] = int(fs.read(ref, "memory.max_usage_in_bytes"))
+            out["failcnt"] = int(fs.read(ref, "memory.failcnt"))
+            oom = fs.read_stat(ref, "memory.oom_control")
+            out["oom_kill"] = oom.get("oom_kill", 0)
+            out["under_oom"] = oom.get("under_oom", 0)
+        else:
+            out["usage_bytes"] = int(fs.read(ref, "memory.current"))
+            if fs.has_file(ref, "memory.peak"):
+                out["peak_bytes"] = int(fs.read(ref, "memory.peak"))
+            events = fs.read_stat(ref, "memory.events")
+            out["oom_kill"] = events.get("oom_kill", 0)
+            out["oom"] = events.get("oom", 0)
+            out["high_events"] = events.get("high", 0)
+            out["max_events"] = events.get("max", 0)
+    elif kind == "pids":
+        out["current"] = int(fs.read(ref, "pids.current"))
+        if fs.has_file(ref, "pids.events"):
+            out["fork_failures"] = fs.read_stat(ref, "pids.events").get("max", 0)
+    return out
+
+
+def oom_kills(fs: Cgroups, ref: CgroupRef) -> int:
+    if ref.hierarchy.version == V1:
+        return int(fs.read_stat(ref, "memory.oom_control").get("oom_kill", 0))
+    return int(fs.read_stat(ref, "memory.events").get("oom_kill", 0))
+
+
+def iter_hostchaos_cgroups(fs: Cgroups) -> Iterator[CgroupRef]:
+    """Every hostchaos-* cgroup on the host, in every hierarchy (for tests and doctor)."""
+    for hierarchy in fs.hierarchies:
+        for dirpath, dirs, _files in os.walk(hierarchy.mount):
+            for name in dirs:
+                if name.startswith(PREFIX):
+                    rel = os.path.relpath(os.path.join(dirpath, name), hierarchy.mount)
+                    yield CgroupRef(hierarchy, "/" + rel)
