@@ -16,7 +16,7 @@ from tests.support.capability import need
 from tests.support.cli import hostchaos, open_records
 from tests.support.traffic import tcp_throughput
 
-RATE_BITS = 2_000_000
+RATE_BITS = 8_000_000  # lo has a 64 KiB MTU: a slow rate would make one packet a big share
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_rate_limits_a_container_and_rolls_back(by: str, container: tuple[str, i
     free = tcp_throughput(pid, pid, "127.0.0.1", seconds=2)
     assert free > 20 * RATE_BITS
     target = ["--container", name] if by == "container" else ["--pid", str(pid)]
-    result = hostchaos("inject", "rate", *target, "--iface", "lo", "--rate", "2mbit", "--json",
+    result = hostchaos("inject", "rate", *target, "--iface", "lo", "--rate", "8mbit", "--json",
                        state_dir=state_dir)
     assert result.returncode == 0, result.stderr
     fault = json.loads(result.stdout)
