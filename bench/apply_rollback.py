@@ -5,6 +5,11 @@ sch_netem, so on the build machine it runs in the VM tier::
 
     scripts/vm-run --venv .venv -- python bench/apply_rollback.py --rounds 50
 
+``--kind rate`` runs the same comparison with a tbf leaf instead of netem, which
+the build machine's own kernel has: the numbers without emulation overhead::
+
+    .venv/bin/python bench/apply_rollback.py --kind rate --rounds 50
+
 Variants, each timed as one apply+rollback pair, --rounds times, same interface,
 same run:
 
@@ -34,7 +39,7 @@ from pathlib import Path
 from hostchaos import guardian
 from hostchaos.config import Config
 from hostchaos.engine import Engine
-from hostchaos.faults.network import LatencySpec
+from hostchaos.faults.network import LatencySpec, RateSpec
 from hostchaos.sandbox import NetnsPair
 
 
@@ -56,12 +61,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--write", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--kind", choices=["latency", "rate"], default="latency",
+                        help="latency: netem leaf (default); rate: tbf leaf (no netem needed)")
     args = parser.parse_args()
 
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as state, NetnsPair(prefix="hc-bench") as pair:
         ns, dev = pair.a, pair.iface_a
-        spec = LatencySpec(iface=dev, netns=ns, ms=100)
+        spec: LatencySpec | RateSpec = (LatencySpec(iface=dev, netns=ns, ms=100)
+                                        if args.kind == "latency"
+                                        else RateSpec(iface=dev, netns=ns, rate="1mbit"))
+        leaf = (["netem", "delay", "100ms"] if args.kind == "latency"
+                else ["tbf", "rate", "1mbit", "burst", "3000", "limit", "31250"])
         plain = Engine(Config(state_dir=Path(state)))
         with_guardian = Engine(Config(state_dir=Path(state)), spawn_guardian=guardian.spawn)
         os.environ["HOSTCHAOS_STATE_DIR"] = state
@@ -70,15 +81,14 @@ def main() -> int:
             return lambda: (engine.rollback(engine.inject(spec, 60).id), None)[1]
 
         def tc_root() -> None:
-            tc(ns, "qdisc", "add", "dev", dev, "root", "netem", "delay", "100ms")
+            tc(ns, "qdisc", "add", "dev", dev, "root", *leaf)
             tc(ns, "qdisc", "del", "dev", dev, "root")
 
         def tc_tree() -> None:
             tc(ns, "qdisc", "add", "dev", dev, "root", "handle", "4843:", "htb", "default", "0")
             tc(ns, "class", "add", "dev", dev, "parent", "4843:", "classid", "4843:1", "htb",
                "rate", "100gbit", "quantum", "60000")
-            tc(ns, "qdisc", "add", "dev", dev, "parent", "4843:1", "handle", "4901:", "netem",
-               "delay", "100ms")
+            tc(ns, "qdisc", "add", "dev", dev, "parent", "4843:1", "handle", "4901:", *leaf)
             for proto, prio in (("ip", "1010"), ("ipv6", "1011")):
                 tc(ns, "filter", "add", "dev", dev, "parent", "4843:", "protocol", proto,
                    "prio", prio, "u32", "match", "u32", "0", "0", "flowid", "4843:1")
@@ -87,7 +97,7 @@ def main() -> int:
         before = pair.qdisc_dump()
         results["engine"] = timed(args.rounds, engine_pair(plain))
         results["engine+guardian"] = timed(args.rounds, engine_pair(with_guardian))
-        results["tc-root-netem"] = timed(args.rounds, tc_root)
+        results[f"tc-root-{leaf[0]}"] = timed(args.rounds, tc_root)
         results["tc-same-tree"] = timed(args.rounds, tc_tree)
         assert pair.qdisc_dump() == before, "benchmark left a qdisc behind"
 
@@ -98,7 +108,7 @@ def main() -> int:
         for name, v in results.items()
     }
     report = {"kernel": platform.release(), "python": platform.python_version(),
-              "rounds": args.rounds, "results": summary}
+              "kind": args.kind, "rounds": args.rounds, "results": summary}
     print(f"{'variant':18} {'median ms':>10} {'p90 ms':>10} {'min ms':>10}")
     for name, row in summary.items():
         print(f"{name:18} {row['median_ms']:10.2f} {row['p90_ms']:10.2f} {row['min_ms']:10.2f}")

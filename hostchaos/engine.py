@@ -166,10 +166,9 @@ class Engine:
                     applier=ProcessRef.current(), guardian=guardian,
                 )
                 record.transition(PENDING)
+                record.transition(APPLYING)  # one write: the guardian already runs
                 self.journal.save(record)
                 saved = True
-                record.transition(APPLYING)
-                self.journal.save(record)
                 undo = UndoLog(record, self.journal)
                 try:
                     fault.apply(undo)
@@ -280,7 +279,7 @@ class Engine:
 
     # -- reading --------------------------------------------------------------------
     def list(self, *, include_ended: bool = False) -> list[FaultRecord]:
-        records = self.journal.scan()[0]
+        records = self.journal.scan(include_ended=include_ended)[0]
         return [r for r in records if include_ended or r.is_open]
 
     def status(self, fault_id: str) -> tuple[FaultRecord, dict[str, Any]]:
@@ -300,7 +299,7 @@ class Engine:
         report = SweepReport()
         self.journal.ensure_writable()
         with self.journal.locked():
-            records, unreadable = self.journal.scan()
+            records, unreadable = self.journal.scan(include_ended=True)
             for bad in unreadable:
                 moved = self.journal.quarantine(bad)
                 report.quarantined.append({"path": str(bad.path), "moved_to": str(moved),

@@ -4,8 +4,11 @@ Layout under the state directory (``$HOSTCHAOS_STATE_DIR``, default
 ``/var/lib/hostchaos``)::
 
     lock                      flock(2) held while a fault changes state
-    faults/<id>.json          one record per fault
+    faults/<id>.json          one record per open fault
+    faults/ended/<id>.json    records of ended faults (kept a week for `list --all`)
     faults/quarantine/        unreadable records moved aside by sweep
+
+Ended records live apart so that inject and sweep read only the open ones.
 
 A record is written to a temporary file and renamed over the old one, so a
 reader sees the old or the new record, never half of one. Durability follows
@@ -139,12 +142,13 @@ class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.faults_dir = state_dir / "faults"
+        self.ended_dir = self.faults_dir / "ended"
 
     # -- setup -------------------------------------------------------------
     def ensure_writable(self) -> None:
         """Create the directories and prove a record can be written, or raise JournalError."""
         try:
-            self.faults_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.ended_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             probe = self.faults_dir / f".probe.{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
@@ -169,16 +173,22 @@ class Journal:
             os.close(fd)
 
     # -- records -----------------------------------------------------------
-    def path_of(self, fault_id: str) -> Path:
-        return self.faults_dir / f"{fault_id}.json"
+    def path_of(self, fault_id: str, *, ended: bool = False) -> Path:
+        return (self.ended_dir if ended else self.faults_dir) / f"{fault_id}.json"
 
     def save(self, record: FaultRecord, *, durable: bool | None = None) -> None:
-        """Atomically replace the record; fsync when the fault outlives a reboot."""
+        """Atomically replace the record; fsync when the fault outlives a reboot.
+
+        A record that ends moves to ``ended/``: written there first, then the open
+        copy is unlinked, so a crash in between leaves both and readers prefer the
+        ended one.
+        """
         if durable is None:
             durable = record.survives_reboot
-        final = self.path_of(record.id)
+        ended = not record.is_open
+        final = self.path_of(record.id, ended=ended)
         tmp = self.faults_dir / f".{record.id}.json.tmp.{os.getpid()}"
-        data = json.dumps(record.to_dict(), indent=1, sort_keys=True).encode()
+        data = json.dumps(record.to_dict(), separators=(",", ":"), sort_keys=True).encode()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
@@ -189,33 +199,36 @@ class Journal:
                 os.close(fd)
             os.rename(tmp, final)
             if durable:
-                dfd = os.open(self.faults_dir, os.O_RDONLY | os.O_DIRECTORY)
+                dfd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
                 try:
                     os.fsync(dfd)
                 finally:
                     os.close(dfd)
+            if ended:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path_of(record.id).unlink()
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise JournalError(f"cannot write fault record {final}: {exc.strerror}") from exc
 
     def load(self, fault_id: str) -> FaultRecord:
-        path = self.path_of(fault_id)
-        if "/" in fault_id or not fault_id:
+        if "/" in fault_id or not fault_id or fault_id.startswith("."):
             raise TargetNotFoundError(f"fault {fault_id!r} not found")
-        try:
-            return self._read(path)
-        except FileNotFoundError:
-            raise TargetNotFoundError(
-                f"fault {fault_id} not found in {self.faults_dir} (see `hostchaos list --all`)"
-            ) from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise JournalError(f"fault record {path} is unreadable: {exc}") from exc
+        for path in (self.path_of(fault_id, ended=True), self.path_of(fault_id)):
+            try:
+                return self._read(path)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise JournalError(f"fault record {path} is unreadable: {exc}") from exc
+        raise TargetNotFoundError(
+            f"fault {fault_id} not found in {self.faults_dir} (see `hostchaos list --all`)")
 
     def find(self, fault_id: str) -> FaultRecord | None:
         try:
-            return self._read(self.path_of(fault_id))
-        except (OSError, ValueError, KeyError, TypeError):
+            return self.load(fault_id)
+        except (TargetNotFoundError, JournalError):
             return None
 
     @staticmethod
@@ -225,13 +238,16 @@ class Journal:
             raise ValueError("not a JSON object")
         return FaultRecord.from_dict(data)
 
-    def scan(self) -> tuple[list[FaultRecord], list[UnreadableRecord]]:
-        """All records, oldest first, plus those that could not be read."""
+    def scan(self, *, include_ended: bool = False
+             ) -> tuple[list[FaultRecord], list[UnreadableRecord]]:
+        """Open records (and ended ones if asked), oldest first, plus unreadable ones."""
         good: list[FaultRecord] = []
         bad: list[UnreadableRecord] = []
-        if not self.faults_dir.is_dir():
-            return good, bad
-        for path in sorted(self.faults_dir.glob("*.json")):
+        paths = sorted(self.faults_dir.glob("*.json")) if self.faults_dir.is_dir() else []
+        ended = sorted(self.ended_dir.glob("*.json")) if self.ended_dir.is_dir() else []
+        ended_names = {p.name for p in ended}
+        paths = [p for p in paths if p.name not in ended_names]  # a crash mid-move
+        for path in paths + (ended if include_ended else []):
             try:
                 good.append(self._read(path))
             except FileNotFoundError:
@@ -259,8 +275,9 @@ class Journal:
         return stale
 
     def remove(self, fault_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path_of(fault_id).unlink()
+        for ended in (True, False):
+            with contextlib.suppress(FileNotFoundError):
+                self.path_of(fault_id, ended=ended).unlink()
 
 
 class UndoLog:

@@ -30,8 +30,9 @@ _NETNS = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DIRECTIONS = ("egress", "ingress", "both")
 PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6")
 PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
-#: ICMPv6 router/neighbour discovery: solicitation, advertisement, redirect
-ND_TYPES = (133, 134, 135, 136, 137)
+#: ICMPv6 router/neighbour discovery (133-137) as two masked type matches:
+#: 132-135 (0x84/0xfc; 132 is MLD done, harmless to spare) and 136-137 (0x88/0xfe)
+ND_TYPE_BLOCKS = ((0x84, 0xFC), (0x88, 0xFE))
 
 
 def parse_network(text: str, option: str) -> IPNetwork:
@@ -313,7 +314,7 @@ class NetworkFault(Fault):
         from hostchaos.system.u32 import Match
 
         out: list[Match] = []
-        for nd in ND_TYPES:
+        for nd in ND_TYPE_BLOCKS:
             out.append(Match(6, 58, icmp_type=nd))
         peers: list[tuple[str, int]] = []
         if self.spec.protect_ssh:
@@ -364,15 +365,16 @@ class NetworkFault(Fault):
                     undo.note("ifb", name=ns.ifb_name(base))
                     device, _created = ns.ensure_ifb(self.spec.iface)
                 tree = ns.tree(device)
-                if not tree.is_ours():
-                    original = tree.root()
-                    foreign = not tree.is_kernel_default()
+                original = tree.root()
+                if original is None or not original.is_hostchaos:
+                    foreign = original is not None and not original.is_kernel_default
                     if foreign and not (self.spec.force and direction == "egress"):
-                        tree.check_root_replaceable()  # raises ConflictError
+                        tree.check_root_replaceable(original)  # raises ConflictError
                     undo.note("root", device=device,
                               original=original.to_dict() if original else None,
                               snapshot=tree.snapshot() if foreign else None)
-                    tree.delete_foreign_root()
+                    if original is not None and foreign:
+                        tree.delete_foreign_root(original)
                     tree.create_root()
                 else:
                     inherited = self._inherited_snapshot(device)
@@ -405,7 +407,8 @@ class NetworkFault(Fault):
             for note in reversed(undo.steps("class")):
                 self._remove_class(ns, str(note["device"]), int(note["slot"]))
             for note in undo.steps("root"):
-                self._remove_tree_if_unused(ns, str(note["device"]))
+                if not undo.steps("class"):  # apply stopped before its class: tidy up here
+                    self._remove_tree_if_unused(ns, str(note["device"]))
                 if note.get("snapshot"):
                     self._restore_if_last(ns, str(note["device"]), note["snapshot"])
             if undo.steps("ifb"):
@@ -438,7 +441,7 @@ class NetworkFault(Fault):
         except TargetNotFoundError:
             return
         if tree.is_ours() and not tree.used_slots() and not self._claimed_slots(device):
-            tree.remove_root()
+            tree.remove_root(known_ours=True)
 
     def observe(self, undo: UndoLog) -> dict[str, Any]:
         classes = undo.steps("class")

@@ -71,6 +71,14 @@ class QdiscInfo:
     def is_root(self) -> bool:
         return self.parent == TC_H_ROOT
 
+    @property
+    def is_hostchaos(self) -> bool:
+        return self.handle == ROOT_HANDLE and self.kind == "htb"
+
+    @property
+    def is_kernel_default(self) -> bool:
+        return self.kind in KERNEL_DEFAULT_ROOTS and self.handle >> 16 == 0
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "handle": f"{self.handle >> 16:x}:{self.handle & 0xFFFF:x}",
                 "parent": self.parent}
@@ -161,14 +169,12 @@ class TrafficTree(_Boundary):
 
     def is_ours(self) -> bool:
         root = self.root()
-        return root is not None and root.handle == ROOT_HANDLE and root.kind == "htb"
+        return root is not None and root.is_hostchaos
 
-    def check_root_replaceable(self) -> QdiscInfo | None:
+    def check_root_replaceable(self, root: QdiscInfo | None = None) -> QdiscInfo | None:
         """Raise ConflictError unless the root is ours or a kernel default. Returns the root."""
-        root = self.root()
-        if root is None or self.is_ours():
-            return root
-        if root.kind in KERNEL_DEFAULT_ROOTS and (root.handle >> 16) == 0:
+        root = root or self.root()
+        if root is None or root.is_hostchaos or root.is_kernel_default:
             return root
         raise ConflictError(
             f"{self.label} has a root qdisc set up by someone else "
@@ -211,7 +217,7 @@ class TrafficTree(_Boundary):
 
     def is_kernel_default(self) -> bool:
         root = self.root()
-        return root is None or (root.kind in KERNEL_DEFAULT_ROOTS and root.handle >> 16 == 0)
+        return root is None or root.is_kernel_default
 
     def snapshot(self) -> dict[str, list[str]]:
         """Every qdisc, class and filter of the egress tree, as the kernel dumps them."""
@@ -227,10 +233,9 @@ class TrafficTree(_Boundary):
         return {"qdiscs": [raw(m) for m in qdiscs], "classes": [raw(m) for m in classes],
                 "filters": [raw(m) for m in filters]}
 
-    def delete_foreign_root(self) -> None:
-        """Delete whatever root is there (``--force``, after :meth:`snapshot`)."""
-        root = self.root()
-        if root is not None and not self.is_kernel_default():
+    def delete_foreign_root(self, root: QdiscInfo) -> None:
+        """Delete a foreign root (``--force``, after :meth:`snapshot`)."""
+        if not (root.is_kernel_default or root.is_hostchaos):
             self._call("delete root", self._ipr.tc, "del", index=self.index,
                        handle=root.handle, parent=TC_H_ROOT, missing_ok=True)
 
@@ -245,9 +250,9 @@ class TrafficTree(_Boundary):
         with sock:
             replay(sock, snapshot, self.label)
 
-    def remove_root(self) -> None:
+    def remove_root(self, known_ours: bool = False) -> None:
         """Delete our root (the kernel puts its default back). Foreign roots are left alone."""
-        if not self.is_ours():
+        if not known_ours and not self.is_ours():
             return
         self._call("delete root", self._ipr.tc, "del", index=self.index, handle=ROOT_HANDLE,
                    parent=TC_H_ROOT, missing_ok=True)

@@ -27,7 +27,7 @@ class Match:
     dst: IPNetwork | None = None
     sport: int | None = None
     dport: int | None = None
-    icmp_type: int | None = None
+    icmp_type: tuple[int, int] | None = None  # (type, mask)
 
     def mirrored(self) -> Match:
         """The same flow seen in the other direction (for ingress)."""
@@ -47,7 +47,8 @@ class Match:
         if self.dport is not None:
             keys.append(_key(self.dport, 0xFFFF, transport + 2, 2))
         if self.icmp_type is not None:
-            keys.append(_key(self.icmp_type, 0xFF, transport, 1))
+            value, mask = self.icmp_type
+            keys.append(_key(value, mask, transport, 1))
         return keys or ["0x0/0x0+0"]
 
 

@@ -30,7 +30,8 @@ def records(state_dir: Path) -> list[dict[str, Any]]:
     faults = state_dir / "faults"
     if not faults.is_dir():
         return []
-    return [json.loads(p.read_text()) for p in sorted(faults.glob("*.json"))]
+    paths = sorted(faults.glob("*.json")) + sorted(faults.glob("ended/*.json"))
+    return [json.loads(p.read_text()) for p in paths]
 
 
 def open_records(state_dir: Path) -> list[dict[str, Any]]:

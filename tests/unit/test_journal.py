@@ -98,3 +98,21 @@ def test_durable_save_fsyncs_only_reboot_surviving_faults(
     assert calls == []
     journal.save(make_record("hc-fake-00000002", survives_reboot=True))
     assert len(calls) == 2  # the file, then its directory
+
+
+def test_ended_records_move_aside_and_a_crash_mid_move_is_harmless(state_dir: Path) -> None:
+    journal = Journal(state_dir)
+    journal.ensure_writable()
+    record = make_record()
+    journal.save(record)
+    open_copy = journal.path_of(record.id)
+    stale = open_copy.read_bytes()
+    record.transition("rolled-back", "test")
+    journal.save(record)
+    assert not open_copy.exists() and journal.path_of(record.id, ended=True).exists()
+    assert journal.scan()[0] == []  # inject and sweep read open records only
+    assert [r.id for r in journal.scan(include_ended=True)[0]] == [record.id]
+    # a writer killed between writing ended/ and unlinking the open copy
+    open_copy.write_bytes(stale)
+    assert journal.load(record.id).state == "rolled-back"
+    assert journal.scan()[0] == []

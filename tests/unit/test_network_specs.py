@@ -83,7 +83,7 @@ def test_combine_narrows_or_refuses() -> None:
     both = combine(fault, ssh)
     assert both == Match(4, 6, dst=net("10.1.1.1/32"), sport=22)
     assert combine(fault, Match(4, 6, dst=net("192.0.2.1/32"))) is None
-    assert combine(fault, Match(6, 58, icmp_type=135)) is None
+    assert combine(fault, Match(6, 58, icmp_type=(0x84, 0xFC))) is None
 
 
 @pytest.mark.parametrize(("text", "expected"), [
