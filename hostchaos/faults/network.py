@@ -600,10 +600,9 @@ class LossFault(NetworkFault):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class CorruptSpec(NetworkSpec):
-    """Flip a random bit in ``percent`` of the selected packets."""
+class _ShareSpec(NetworkSpec):
+    """A kind that acts on ``percent`` of the selected packets, optionally correlated."""
 
-    kind: ClassVar[str] = "corrupt"
     percent: float
     correlation: float = 0.0
 
@@ -611,6 +610,13 @@ class CorruptSpec(NetworkSpec):
         super().__post_init__()
         _percent(self.percent, "--percent")
         _percent(self.correlation, "--correlation", allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CorruptSpec(_ShareSpec):
+    """Flip a random bit in ``percent`` of the selected packets."""
+
+    kind: ClassVar[str] = "corrupt"
 
 
 class CorruptFault(NetworkFault):
@@ -636,17 +642,10 @@ class CorruptFault(NetworkFault):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DuplicateSpec(NetworkSpec):
+class DuplicateSpec(_ShareSpec):
     """Send ``percent`` of the selected packets twice."""
 
     kind: ClassVar[str] = "duplicate"
-    percent: float
-    correlation: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _percent(self.percent, "--percent")
-        _percent(self.correlation, "--correlation", allow_zero=True)
 
 
 class DuplicateFault(NetworkFault):
