@@ -29,8 +29,8 @@ def doctor(as_json: bool) -> None:
     else:
         for check in checks.values():
             mark = "ok  " if check.ok else "MISSING"
-            click.echo(f"{mark:8} {check.name:12} {check.detail}"
-                       + (f"\n{'':8} {'':12} fix: {check.fix}" if check.fix else ""))
+            click.echo(f"{mark:8} {check.name:18} {check.detail}"
+                       + (f"\n{'':8} {'':18} fix: {check.fix}" if check.fix else ""))
         click.echo("")
         for family, state in families.items():
             if state["usable"]:

@@ -235,16 +235,30 @@ def container_runtimes() -> Capability:
                       "" if found else "install podman or docker to target containers")
 
 
+def tbf() -> Capability:
+    return kernel_module("sch_tbf", "CONFIG_NET_SCH_TBF")
+
+
+def ingress() -> Capability:
+    return kernel_module("sch_ingress", "CONFIG_NET_SCH_INGRESS")
+
+
+def mirred() -> Capability:
+    return kernel_module("act_mirred", "CONFIG_NET_ACT_MIRRED")
+
+
 def all_checks() -> list[Capability]:
-    return [is_root(), netem(), ifb(), htb(), u32(), cgroups(), cgroup_version(1),
+    return [is_root(), netem(), tbf(), htb(), u32(), ifb(), ingress(), mirred(), cgroups(),
+            cgroup_version(1),
             cgroup_version(2), *(cgroup_controller(name) for name in RESOURCE_CONTROLLERS),
             libfaketime(), container_runtimes()]
 
 
 #: fault family -> the capabilities it cannot work without
 FAMILY_NEEDS = {
-    "network": ("root", "sch_netem", "sch_htb", "cls_u32"),
-    "network-ingress": ("root", "sch_netem", "ifb"),
+    "network (latency loss corrupt duplicate reorder partition)":
+        ("root", "sch_netem", "sch_htb", "cls_u32"),
+    "network rate": ("root", "sch_tbf", "sch_htb", "cls_u32"),
+    "network --direction ingress": ("root", "ifb", "sch_ingress", "act_mirred"),
     "resources": ("root", "cgroups"),
-    "clock": ("libfaketime",),
 }
