@@ -336,7 +336,8 @@ class NetworkFault(Fault):
                     out.append(Match(net.version, proto, dst=net, sport=port))
         return out
 
-    def _filters(self, direction: str) -> FilterSet:
+    def apply_filters(self, direction: str) -> FilterSet:
+        """The pass and selected filters this fault installs for ``direction``."""
         from hostchaos.system.netlink import ETH_P_IP, ETH_P_IPV6, FilterSet
 
         selected = self.spec.matches()
@@ -384,7 +385,7 @@ class NetworkFault(Fault):
                 undo.note("class", device=device, slot=slot, where=self.spec.where(),
                           direction=direction)
                 tree.add_fault_class(slot, self.leaf_kind, self.leaf_options(tree.mtu()))
-                filters = self._filters(direction)
+                filters = self.apply_filters(direction)
                 undo.note("filters", device=device, slot=slot,
                           protected=len(filters.passed), selected=len(filters.selected))
                 tree.add_filters(slot, filters)

@@ -164,3 +164,30 @@ def test_bad_network_input_is_one_line(args: list[str], code: int, fragment: str
     result = hostchaos("inject", *args, state_dir=state_dir)
     assert result.returncode == code, result.stderr
     assert fragment in one_line_error(result)
+
+
+def test_protection_filters_follow_the_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SSH peer and --protect become pass filters within the selection; --no-protect-ssh drops
+    the SSH one; neighbour discovery always passes (two masked ICMPv6 type matches)."""
+    from hostchaos.faults.network import PartitionFault
+
+    monkeypatch.setenv("SSH_CONNECTION", "192.0.2.7 50000 192.0.2.1 22")
+    ssh_keys = ["0x00060000/0x00ff0000+8", "0xc0000207/0xffffffff+16", "0x00160000/0xffff0000+20"]
+
+    def passed(spec: PartitionSpec, direction: str = "egress") -> list[list[str]]:
+        return [keys for _, keys in PartitionFault(spec).apply_filters(direction).passed]
+
+    protected = passed(PartitionSpec(iface="eth0", netns="x"))
+    assert ssh_keys in protected
+    assert ["0x00003a00/0x0000ff00+4", "0x84000000/0xfc000000+40"] in protected
+    assert ["0x00003a00/0x0000ff00+4", "0x88000000/0xfe000000+40"] in protected
+    assert ssh_keys not in passed(PartitionSpec(iface="eth0", netns="x", protect_ssh=False))
+    # ingress mirrors it: traffic *from* the operator to our port 22
+    assert ["0x00060000/0x00ff0000+8", "0xc0000207/0xffffffff+12",
+            "0x00000016/0x0000ffff+20"] in passed(PartitionSpec(iface="eth0", netns="x"),
+                                                   "ingress")
+    extra = passed(PartitionSpec(iface="eth0", netns="x", protect_ssh=False,
+                                 protect=("198.51.100.0/24",)))
+    assert ["0xc6336400/0xffffff00+16"] in extra
+    # a selection that cannot contain the peer gets no pass filter for it
+    assert ssh_keys not in passed(PartitionSpec(iface="eth0", netns="x", dst=("10.0.0.0/8",)))
