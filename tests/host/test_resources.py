@@ -33,6 +33,7 @@ from tests.support.victims import (
     Victim,
     cgroups_of,
     cpu_share,
+    free_share,
     leftover_cgroups,
     nofile_of,
     thread_cgroups,
@@ -121,7 +122,7 @@ def test_cgroup(request: pytest.FixtureRequest) -> Iterator[Any]:
 def test_cpu_25_percent_measured_and_rolled_back(busy: Victim, state_dir: Path) -> None:
     before_cgroups = thread_cgroups(busy.pid)
     assert len(before_cgroups) == 4  # a multi-threaded victim
-    baseline = cpu_share(busy.pid)
+    baseline = free_share(busy.pid)
     assert baseline > 90, baseline
 
     fault_id = inject(state_dir, "cpu", "--pid", str(busy.pid), "--limit", "25%")
@@ -138,7 +139,7 @@ def test_cpu_25_percent_measured_and_rolled_back(busy: Victim, state_dir: Path) 
 
     rollback(state_dir, fault_id)
     assert thread_cgroups(busy.pid) == before_cgroups
-    after = cpu_share(busy.pid)
+    after = free_share(busy.pid)
     print(f"cpu share after rollback: {after:.1f}%")
     assert after > 90, after
 
@@ -431,7 +432,7 @@ def test_kill_9_then_sweep_cpu_pid(note: int, busy: Victim, state_dir: Path,
         assert cpu_share(busy.pid, 1.0) < 35
     kill_cli_and_guardian_then_sweep(state_dir, proc)
     assert thread_cgroups(busy.pid) == before
-    assert cpu_share(busy.pid, 1.0) > 80
+    assert free_share(busy.pid, seconds=1.0) > 80
 
 
 @pytest.mark.parametrize("note", [0, 1])
@@ -538,7 +539,7 @@ def test_container_cgroup_limited_in_place_and_restored(
                  "memory": (mem_dir / "memory.limit_in_bytes").read_text(),
                  "pids": (pids_dir / "pids.max").read_text()}
     membership = cgroups_of(pid)
-    baseline = cpu_share(pid)
+    baseline = free_share(pid)
     assert baseline > 90, baseline
 
     cpu_id = inject(state_dir, "cpu", "--container", name, "--limit", "25%")
@@ -561,7 +562,7 @@ def test_container_cgroup_limited_in_place_and_restored(
     assert {**read_files(cpu_dir, cpu_files),
             "memory": (mem_dir / "memory.limit_in_bytes").read_text(),
             "pids": (pids_dir / "pids.max").read_text()} == originals
-    after = cpu_share(pid)
+    after = free_share(pid)
     print(f"container cpu share after rollback: {after:.1f}%")
     assert after > 90, after
 
