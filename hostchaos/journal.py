@@ -215,7 +215,9 @@ class Journal:
     def load(self, fault_id: str) -> FaultRecord:
         if "/" in fault_id or not fault_id or fault_id.startswith("."):
             raise TargetNotFoundError(f"fault {fault_id!r} not found")
-        for path in (self.path_of(fault_id, ended=True), self.path_of(fault_id)):
+        ended = self.path_of(fault_id, ended=True)
+        # ended first; ended again last, in case the record moved while we looked
+        for path in (ended, self.path_of(fault_id), ended):
             try:
                 return self._read(path)
             except FileNotFoundError:

@@ -28,10 +28,14 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 def records(state_dir: Path) -> list[dict[str, Any]]:
     faults = state_dir / "faults"
-    if not faults.is_dir():
-        return []
-    paths = sorted(faults.glob("*.json")) + sorted(faults.glob("ended/*.json"))
-    return [json.loads(p.read_text()) for p in paths]
+    while True:
+        if not faults.is_dir():
+            return []
+        paths = sorted(faults.glob("*.json")) + sorted(faults.glob("ended/*.json"))
+        try:
+            return [json.loads(p.read_text()) for p in paths]
+        except FileNotFoundError:
+            continue  # a record moved to ended/ between the listing and the read: list again
 
 
 def open_records(state_dir: Path) -> list[dict[str, Any]]:
