@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hostchaos.errors import PreconditionError, SpecError, TargetNotFoundError
@@ -464,11 +463,6 @@ class NetworkFault(Fault):
         first = next(iter(out["directions"].values()))
         out["class"] = first["class"]  # the egress (or only) direction, for quick reading
         return out
-
-
-def each_kind() -> Iterator[type[NetworkFault]]:
-    yield from (LatencyFault, LossFault, CorruptFault, DuplicateFault, ReorderFault,
-                RateFault, PartitionFault)
 
 
 # ----------------------------------------------------------------------- kinds

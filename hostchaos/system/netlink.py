@@ -357,14 +357,14 @@ class Namespace(_Boundary):
             return
         name = self.ifb_name(index)
         ifb_index = self.index_of(name)
-        if ifb_index is not None and self.tree(name).used_slots():
+        if ifb_index is None:
+            return  # already gone; an ingress qdisc without our IFB is not ours
+        if self.tree(name).used_slots():
             return  # another ingress fault still uses it
-        if ifb_index is not None or self.ingress_qdisc(index) is not None:
-            if self.ingress_qdisc(index) is not None and ifb_index is not None:
-                self._call("delete ingress qdisc", self._ipr.tc, "del", index=index,
-                           handle=INGRESS_HANDLE, parent=TC_H_INGRESS, missing_ok=True)
-        if ifb_index is not None:
-            self._call("delete ifb", self._ipr.link, "del", index=ifb_index, missing_ok=True)
+        if self.ingress_qdisc(index) is not None:
+            self._call("delete ingress qdisc", self._ipr.tc, "del", index=index,
+                       handle=INGRESS_HANDLE, parent=TC_H_INGRESS, missing_ok=True)
+        self._call("delete ifb", self._ipr.link, "del", index=ifb_index, missing_ok=True)
 
 
 def _stats(msg: Any) -> dict[str, int]:
