@@ -94,12 +94,12 @@ def main() -> int:
                    "prio", prio, "u32", "match", "u32", "0", "0", "flowid", "4843:1")
             tc(ns, "qdisc", "del", "dev", dev, "root")
 
-        before = pair.qdisc_dump()
+        before = pair.tc_config()
         results["engine"] = timed(args.rounds, engine_pair(plain))
         results["engine+guardian"] = timed(args.rounds, engine_pair(with_guardian))
         results[f"tc-root-{leaf[0]}"] = timed(args.rounds, tc_root)
         results["tc-same-tree"] = timed(args.rounds, tc_tree)
-        assert pair.qdisc_dump() == before, "benchmark left a qdisc behind"
+        assert pair.tc_config() == before, "benchmark left a qdisc behind"
 
     summary = {
         name: {"median_ms": round(statistics.median(v), 3),

@@ -96,11 +96,10 @@ class NetnsPair:
                  tb: TracebackType | None) -> None:
         self.remove()
 
-    def qdisc_dump(self, which: str = "a") -> str:
-        """`tc qdisc show` of one side, for before/after comparisons (counters left out)."""
+    def tc_config(self, which: str = "a") -> str:
+        """The traffic-control configuration of one side (see :func:`tc_configuration`)."""
         ns, iface = (self.a, self.iface_a) if which == "a" else (self.b, self.iface_b)
-        dump = _run(["ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", iface])
-        return re.sub(r" direct_packets_stat \d+", "", dump)
+        return tc_configuration(ns, iface)
 
     def ping(self, count: int = 10, interval: float = 0.05, *, v6: bool = False,
              timeout: float = 2.0) -> PingResult:
@@ -112,6 +111,28 @@ class NetnsPair:
                     "-c", str(count), "-i", f"{interval:g}", "-W", f"{timeout:g}", target],
                    check=False)
         return parse_ping(out)
+
+
+#: numbers `tc` prints without -s that count traffic or references, not configuration:
+#: htb's direct_packets_stat, a qdisc's reference count, a filter's offload count
+_COUNTERS = re.compile(r" (?:direct_packets_stat|refcnt|in_hw_count) \d+")
+
+
+def tc_configuration(netns: str | int, iface: str) -> str:
+    """Every qdisc, class and filter of ``iface`` (egress and ingress), as `tc -d` prints them.
+
+    ``netns`` is a named network namespace or the PID of a process in one.
+    Counters are removed, so two calls compare equal exactly when the
+    configuration is the same: "the host is as before" means this, not that no
+    packet went through meanwhile.
+    """
+    enter = (["nsenter", f"--net=/proc/{netns}/ns/net", "tc"] if isinstance(netns, int)
+             else ["tc", "-n", netns])
+    parts = []
+    for what in (["qdisc", "show", "dev", iface], ["class", "show", "dev", iface],
+                 ["filter", "show", "dev", iface], ["filter", "show", "dev", iface, "ingress"]):
+        parts.append(f"# {' '.join(what)}\n" + _run([*enter, "-d", *what]))
+    return _COUNTERS.sub("", "".join(parts))
 
 
 def parse_ping(text: str) -> PingResult:

@@ -26,7 +26,7 @@ def demo(ms: float, percent: float) -> None:
     with NetnsPair(prefix="hc-demo") as pair:
         click.echo(f"sandbox: {pair.a} [{pair.iface_a} {pair.addr_a}] <-> "
                    f"{pair.b} [{pair.iface_b} {pair.addr_b}]")
-        before_dump = pair.qdisc_dump()
+        before_config = pair.tc_config()
         base = pair.ping(count=10, interval=0.05)
         click.echo(f"baseline:        rtt {base.rtt_avg_ms:.2f} ms, loss {base.loss_percent:.0f}%")
 
@@ -42,7 +42,7 @@ def demo(ms: float, percent: float) -> None:
         engine.rollback(record.id)
 
         after = pair.ping(count=10, interval=0.05)
-        same = pair.qdisc_dump() == before_dump
+        same = pair.tc_config() == before_config
         click.echo(f"after rollback:  rtt {after.rtt_avg_ms:.2f} ms, loss "
                    f"{after.loss_percent:.0f}%, qdiscs as before: {'yes' if same else 'NO'}")
     click.echo("sandbox removed")

@@ -1,16 +1,16 @@
 """What this host can do: the probe behind `hostchaos doctor`, preflight checks and test skips.
 
 Each check returns a :class:`Capability` with a one-line fix for when it is
-missing. Probes read /proc, /sys and /lib/modules; the only probe that acts is
-the last-resort qdisc probe, which runs in a throwaway network namespace of a
-child process and so cannot change the host.
+missing. Probes read /proc, /sys and /lib/modules, and ask each installed
+container runtime whether it answers (``podman info``); the only probe that
+acts is the last-resort qdisc probe, which runs in a throwaway network
+namespace of a child process and so cannot change the host.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import shutil
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -229,10 +229,32 @@ def libfaketime_path() -> Path | None:
 
 
 def container_runtimes() -> Capability:
-    found = [name for name in ("docker", "podman", "nerdctl", "crictl") if shutil.which(name)]
-    return Capability("containers", bool(found),
-                      f"found: {', '.join(found)}" if found else "no container runtime found",
-                      "" if found else "install podman or docker to target containers")
+    """Which container runtimes answer (a client whose daemon is down does not count)."""
+    from hostchaos.system.containers import runtime_status
+
+    statuses = runtime_status()
+    answering = [s.name for s in statuses if s.answers]
+    silent = [f"{s.name} ({s.detail})" for s in statuses if s.installed and not s.answers]
+    parts = [f"answering: {', '.join(answering)}"] if answering else []
+    if silent:
+        parts.append(f"installed but not answering: {'; '.join(silent)}")
+    detail = "; ".join(parts) or "no container runtime installed"
+    fix = "" if answering else ("start the runtime's daemon, or install podman "
+                                "(apt-get install podman runc) to target containers")
+    return Capability("containers", bool(answering), detail, fix)
+
+
+def container_runtime(name: str) -> Capability:
+    """Does runtime ``name`` (e.g. podman) answer?"""
+    from hostchaos.system.containers import runtime_status
+
+    status = next((s for s in runtime_status() if s.name == name), None)
+    if status is None:
+        return Capability(name, False, "unknown container runtime")
+    fix = "" if status.answers else f"apt-get install {name}" + (" runc" if name == "podman"
+                                                                  else "")
+    return Capability(name, status.answers, status.detail if status.installed or status.answers
+                      else "not installed", fix)
 
 
 def tbf() -> Capability:

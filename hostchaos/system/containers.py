@@ -3,6 +3,10 @@
 Runtimes are asked in turn (podman, docker, nerdctl, crictl) with argument
 lists only (never a shell). The first that knows the container answers; a
 runtime that is missing, has no daemon or does not know the name is skipped.
+
+A runtime counts as present only when it *answers* (``podman info``, ``docker
+info`` ...): a ``docker`` client with no daemon behind it is installed, not
+usable, and :func:`runtime_status` says so.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
+from functools import cache
 
 from hostchaos.errors import TargetNotFoundError
 
@@ -23,6 +29,52 @@ RUNTIMES: tuple[tuple[str, list[str]], ...] = (
     ("crictl", ["crictl", "inspect", "--output", "go-template", "--template", "{{.info.pid}}"]),
 )
 TIMEOUT = 20.0
+#: runtime -> a command that succeeds only when the runtime can run containers
+PROBES: dict[str, list[str]] = {
+    "podman": ["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"],
+    "docker": ["docker", "info", "--format", "{{.ServerVersion}}"],
+    "nerdctl": ["nerdctl", "info", "--format", "{{.ServerVersion}}"],
+    "crictl": ["crictl", "info"],
+}
+PROBE_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    """Whether one container runtime is installed, and whether it answers."""
+
+    name: str
+    installed: bool
+    answers: bool
+    detail: str
+
+
+@cache
+def runtime_status() -> tuple[RuntimeStatus, ...]:
+    """Every known runtime, asked once per process whether it can run containers."""
+    out = []
+    for name, argv in PROBES.items():
+        if shutil.which(name) is None:
+            out.append(RuntimeStatus(name, False, False, "not installed"))
+            continue
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True,
+                                    timeout=PROBE_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            out.append(RuntimeStatus(name, True, False,
+                                     f"`{name} info` did not answer in {PROBE_TIMEOUT:g} s"))
+            continue
+        except OSError as exc:
+            out.append(RuntimeStatus(name, True, False, f"cannot run {name}: {exc.strerror}"))
+            continue
+        if result.returncode == 0:
+            answer = result.stdout.strip().splitlines()
+            out.append(RuntimeStatus(name, True, True, answer[0] if answer else "answers"))
+        else:
+            lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit {result.returncode}"
+            out.append(RuntimeStatus(name, True, False, reason[:160]))
+    return tuple(out)
 
 
 def valid_name(name: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hostchaos.sandbox import tc_configuration
 from hostchaos.system import capabilities
 from tests.support.capability import need
 from tests.support.cli import hostchaos, open_records
@@ -23,9 +23,7 @@ RATE_BITS = 8_000_000  # lo has a 64 KiB MTU: a slow rate would make one packet 
 def container() -> Iterator[tuple[str, int]]:
     from tests.support import podman
 
-    runtimes = capabilities.container_runtimes()
-    need(dataclasses.replace(runtimes, name="podman", ok="podman" in runtimes.detail,
-                             fix="apt-get install podman runc busybox-static"))
+    need(capabilities.container_runtime("podman"))
     before = podman.podman_cgroup_dirs()
     tag = f"localhost/hostchaos-net-test:{os.getpid()}"
     name = f"hc-test-net-{os.getpid()}"
@@ -42,8 +40,7 @@ def container() -> Iterator[tuple[str, int]]:
 
 
 def qdiscs(pid: int) -> str:
-    return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "tc", "qdisc", "show", "dev",
-                           "lo"], capture_output=True, text=True, check=True).stdout
+    return tc_configuration(pid, "lo")
 
 
 @pytest.mark.parametrize("by", ["container", "pid"])

@@ -30,7 +30,7 @@ def inject(*args: str, state_dir: Path) -> str:
 
 
 def test_rate_limits_tcp_throughput_and_rolls_back(pair: NetnsPair, state_dir: Path) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     free = tcp_throughput(pair.b, pair.a, pair.addr_b, seconds=2)
     assert free > 20 * RATE_BITS  # the limit must be far below the sandbox's own speed
     fault_id = inject("rate", "--netns", pair.a, "--iface", pair.iface_a, "--rate", "2mbit",
@@ -41,7 +41,7 @@ def test_rate_limits_tcp_throughput_and_rolls_back(pair: NetnsPair, state_dir: P
     assert status["observed"]["class"]["bytes"] > 500_000  # the class saw the traffic
     assert hostchaos("rollback", fault_id, state_dir=state_dir).returncode == 0
     assert tcp_throughput(pair.b, pair.a, pair.addr_b, seconds=2) > 20 * RATE_BITS
-    assert pair.qdisc_dump() == before
+    assert pair.tc_config() == before
     assert open_records(state_dir) == []
 
 
@@ -76,7 +76,7 @@ def test_selectors_pick_only_their_traffic(pair: NetnsPair, state_dir: Path) -> 
 
 
 def test_two_faults_compose_and_overlap_is_refused(pair: NetnsPair, state_dir: Path) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     v4 = inject("rate", "--netns", pair.a, "--iface", pair.iface_a, "--rate", "2mbit",
                 "--dst", pair.addr_b, state_dir=state_dir)
     v6 = inject("rate", "--netns", pair.a, "--iface", pair.iface_a, "--rate", "4mbit",
@@ -91,7 +91,7 @@ def test_two_faults_compose_and_overlap_is_refused(pair: NetnsPair, state_dir: P
     assert tcp_throughput(pair.b, pair.a, pair.addr6_b, seconds=3) <= 1.1 * 4_000_000
     assert tcp_throughput(pair.b, pair.a, pair.addr_b, seconds=2) > 20 * RATE_BITS
     assert hostchaos("rollback", v6, state_dir=state_dir).returncode == 0
-    assert pair.qdisc_dump() == before
+    assert pair.tc_config() == before
 
 
 @pytest.mark.parametrize("kind_args", [["latency", "--ms", "10"], ["partition"]])
@@ -102,14 +102,6 @@ def test_netem_kinds_refused_without_netem(kind_args: list[str], pair: NetnsPair
     result = hostchaos("inject", *kind_args, "--netns", pair.a, "--iface", pair.iface_a,
                        state_dir=state_dir)
     assert result.returncode == 3 and "sch_netem" in result.stderr
-
-
-def full_dump(pair: NetnsPair) -> str:
-    out = ""
-    for what in ("qdisc", "class", "filter"):
-        out += subprocess.run(["tc", "-n", pair.a, "-d", what, "show", "dev", pair.iface_a],
-                              capture_output=True, text=True, check=True).stdout
-    return out.replace(" direct_packets_stat 0", "")
 
 
 def hand_made_tree(pair: NetnsPair) -> None:
@@ -134,20 +126,20 @@ def hand_made_tree(pair: NetnsPair) -> None:
 def test_foreign_tree_refused_then_forced_and_put_back_exactly(pair: NetnsPair,
                                                                 state_dir: Path) -> None:
     hand_made_tree(pair)
-    before = full_dump(pair)
+    before = pair.tc_config()
     refused = hostchaos("inject", "rate", "--netns", pair.a, "--iface", pair.iface_a,
                         "--rate", "2mbit", state_dir=state_dir)
     assert refused.returncode == 5 and "set up by someone else" in refused.stderr
-    assert full_dump(pair) == before and open_records(state_dir) == []
+    assert pair.tc_config() == before and open_records(state_dir) == []
 
     first = inject("rate", "--netns", pair.a, "--iface", pair.iface_a, "--rate", "2mbit",
                    "--dst", pair.addr_b, "--force", state_dir=state_dir)
     second = inject("rate", "--netns", pair.a, "--iface", pair.iface_a, "--rate", "4mbit",
                     "--dst", pair.addr6_b, state_dir=state_dir)
-    assert "htb 4843:" in full_dump(pair)
+    assert "htb 4843:" in pair.tc_config()
     limited = tcp_throughput(pair.b, pair.a, pair.addr_b, seconds=3)
     assert limited <= 1.1 * RATE_BITS
     assert hostchaos("rollback", first, state_dir=state_dir).returncode == 0
-    assert "htb 4843:" in full_dump(pair)  # the second fault still holds the tree
+    assert "htb 4843:" in pair.tc_config()  # the second fault still holds the tree
     assert hostchaos("rollback", second, state_dir=state_dir).returncode == 0
-    assert full_dump(pair) == before
+    assert pair.tc_config() == before

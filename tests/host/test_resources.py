@@ -484,13 +484,9 @@ def test_guardian_rolls_back_at_deadline_even_after_victim_exit(state_dir: Path)
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import dataclasses
-
     from tests.support import podman
 
-    runtimes = capabilities.container_runtimes()
-    need(dataclasses.replace(runtimes, name="podman", ok="podman" in runtimes.detail,
-                             fix="apt-get install podman runc busybox-static"))
+    need(capabilities.container_runtime("podman"))
     podman_before = podman.podman_cgroup_dirs()
     tag = f"localhost/hostchaos-test-busybox:{os.getpid()}"
     podman.build_image(tmp_path_factory.mktemp("image"), tag)

@@ -22,7 +22,7 @@ from tests.support.cli import hostchaos, one_line_error, open_records
 
 
 def test_tree_builds_and_leaves_no_trace(pair: NetnsPair) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     with open_tree(pair.iface_a, pair.a) as tree:
         assert not tree.is_ours()
         tree.check_root_replaceable()
@@ -32,7 +32,7 @@ def test_tree_builds_and_leaves_no_trace(pair: NetnsPair) -> None:
         tree.add_match_all_filters(slot)
         assert tree.is_ours() and tree.used_slots() == {slot}
         assert tree.free_slot() == slot + 1
-        during = pair.qdisc_dump()
+        during = pair.tc_config()
         # the fault bites: 1 Mbit/s tbf makes 200 x 1400-byte pings take ~2 s, not ~0
         started = time.monotonic()
         pair.ping(count=60, interval=0.002)
@@ -46,30 +46,30 @@ def test_tree_builds_and_leaves_no_trace(pair: NetnsPair) -> None:
         tree.remove_fault_class(slot)
         tree.remove_root()
         tree.remove_root()
-    assert pair.qdisc_dump() == before
+    assert pair.tc_config() == before
 
 
 def test_foreign_root_is_refused_and_left_alone(pair: NetnsPair) -> None:
     subprocess.run(["ip", "netns", "exec", pair.a, "tc", "qdisc", "add", "dev", pair.iface_a,
                     "root", "handle", "1:", "htb", "default", "10"], check=True)
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     with open_tree(pair.iface_a, pair.a) as tree:
         with pytest.raises(ConflictError, match="set up by someone else"):
             tree.check_root_replaceable()
         tree.remove_root()  # never deletes what it does not own
-    assert pair.qdisc_dump() == before
+    assert pair.tc_config() == before
 
 
 def test_inject_without_netem_exits_3_and_changes_nothing(pair: NetnsPair, state_dir: Path) -> None:
     if capabilities.netem().ok:
         pytest.skip("this kernel has sch_netem: the refusal cannot happen here")
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     result = hostchaos("inject", "latency", "--netns", pair.a, "--iface", pair.iface_a,
                        "--ms", "100", state_dir=state_dir)
     assert result.returncode == 3
     line = one_line_error(result)
     assert "sch_netem" in line and "modprobe sch_netem" in line
-    assert pair.qdisc_dump() == before
+    assert pair.tc_config() == before
     assert open_records(state_dir) == []
 
 

@@ -30,7 +30,7 @@ def start_inject(pair: NetnsPair, state_dir: Path, *args: str,
 
 
 def assert_nothing_left(pair: NetnsPair, state_dir: Path, before: str) -> None:
-    assert pair.qdisc_dump() == before
+    assert pair.tc_config() == before
     assert open_records(state_dir) == []
     rtt = pair.ping(count=5, interval=0.05).rtt_avg_ms
     assert rtt is not None and rtt < 5
@@ -43,7 +43,7 @@ def guardian_pid(state_dir: Path) -> int:
 
 
 def test_kill_9_of_cli_right_after_inject_then_deadline(pair: NetnsPair, state_dir: Path) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     proc = start_inject(pair, state_dir, "--for", "6s", "--wait")
     assert proc.stdout is not None
     fault_id = proc.stdout.readline().strip()  # printed once the fault is active
@@ -62,7 +62,7 @@ def test_kill_9_of_cli_right_after_inject_then_deadline(pair: NetnsPair, state_d
 @pytest.mark.parametrize("note", NOTE_POINTS)
 def test_kill_9_of_cli_at_each_undo_note(note: int, pair: NetnsPair, state_dir: Path,
                                          tmp_path: Path) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     marker = tmp_path / "paused"
     proc = start_inject(pair, state_dir, "--for", "60s", env={
         "HOSTCHAOS_TEST_PAUSE_AFTER_NOTE": str(note), "HOSTCHAOS_TEST_PAUSE_FILE": str(marker)})
@@ -80,7 +80,7 @@ def test_kill_9_of_cli_at_each_undo_note(note: int, pair: NetnsPair, state_dir: 
 def test_kill_9_of_cli_and_guardian_then_sweep(note: int, pair: NetnsPair, state_dir: Path,
                                                tmp_path: Path) -> None:
     """note 0: both killed once the fault is fully active; 1-3: killed mid-apply."""
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     marker = tmp_path / "paused"
     env = {"HOSTCHAOS_TEST_PAUSE_AFTER_NOTE": str(note), "HOSTCHAOS_TEST_PAUSE_FILE": str(marker)}
     proc = start_inject(pair, state_dir, "--for", "60s", "--wait", env=env)
@@ -99,7 +99,7 @@ def test_kill_9_of_cli_and_guardian_then_sweep(note: int, pair: NetnsPair, state
 
 
 def test_unrenewed_lease_ends_fault_within_6s(pair: NetnsPair, state_dir: Path) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     result = hostchaos("inject", "latency", "--netns", pair.a, "--iface", pair.iface_a,
                        "--ms", "100", "--for", "60s", "--lease", "5s", state_dir=state_dir)
     assert result.returncode == 0, result.stderr
@@ -134,7 +134,7 @@ def test_renewed_lease_keeps_fault(pair: NetnsPair, state_dir: Path) -> None:
 
 
 def test_wait_then_sigint_rolls_back_before_exit(pair: NetnsPair, state_dir: Path) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     proc = start_inject(pair, state_dir, "--for", "60s", "--lease", "3s", "--wait")
     assert proc.stdout is not None
     fault_id = proc.stdout.readline().strip()

@@ -18,7 +18,7 @@ def inject(pair: NetnsPair, state_dir: Path, kind: str, *args: str) -> str:
 
 
 def test_latency_100ms_measured_and_rolled_back_exactly(pair: NetnsPair, state_dir: Path) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     base = pair.ping(count=20, interval=0.05)
     assert base.rtt_avg_ms is not None and base.rtt_avg_ms < 5
 
@@ -35,12 +35,12 @@ def test_latency_100ms_measured_and_rolled_back_exactly(pair: NetnsPair, state_d
     assert result.returncode == 0, result.stderr
     after = pair.ping(count=20, interval=0.05)
     assert after.rtt_avg_ms is not None and after.rtt_avg_ms < 5, after
-    assert pair.qdisc_dump() == before
+    assert pair.tc_config() == before
     assert open_records(state_dir) == []
 
 
 def test_loss_30_percent_over_2000_probes(pair: NetnsPair, state_dir: Path) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     fault_id = inject(pair, state_dir, "loss", "--percent", "30", "--for", "2m")
     hit = pair.ping(count=2000, interval=0.002, timeout=1)
     assert hit.sent == 2000
@@ -48,7 +48,7 @@ def test_loss_30_percent_over_2000_probes(pair: NetnsPair, state_dir: Path) -> N
     assert hostchaos("rollback", fault_id, state_dir=state_dir).returncode == 0
     after = pair.ping(count=200, interval=0.002, timeout=1)
     assert after.loss_percent == 0.0
-    assert pair.qdisc_dump() == before
+    assert pair.tc_config() == before
 
 
 def test_jitter_spreads_rtt(pair: NetnsPair, state_dir: Path) -> None:
@@ -60,13 +60,13 @@ def test_jitter_spreads_rtt(pair: NetnsPair, state_dir: Path) -> None:
 
 
 def test_dry_run_changes_nothing(pair: NetnsPair, state_dir: Path) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     result = hostchaos("inject", "latency", "--netns", pair.a, "--iface", pair.iface_a,
                        "--ms", "100", "--dry-run", "--json", state_dir=state_dir)
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["dry_run"] and "100 ms" in plan["plan"]
-    assert pair.qdisc_dump() == before
+    assert pair.tc_config() == before
     assert not (state_dir / "faults").exists() or not list((state_dir / "faults").glob("*.json"))
 
 

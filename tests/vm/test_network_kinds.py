@@ -57,7 +57,7 @@ def filters(pair: NetnsPair) -> str:
 ])
 def test_udp_percentages_over_2000_datagrams(kind: str, args: list[str], measure: str,
                                              pair: NetnsPair, state_dir: Path) -> None:
-    before = pair.qdisc_dump()
+    before = pair.tc_config()
     fault_id = inject(pair, state_dir, kind, *args)
     result = udp_probe(pair.b, pair.a, pair.addr_b, count=2000)
     value = result.loss_percent if measure == "loss" else result.duplicate_percent
@@ -65,7 +65,7 @@ def test_udp_percentages_over_2000_datagrams(kind: str, args: list[str], measure
     rollback(fault_id, state_dir)
     clean = udp_probe(pair.b, pair.a, pair.addr_b, count=500)
     assert clean.loss_percent == 0 and clean.duplicates == 0, clean
-    assert pair.qdisc_dump() == before
+    assert pair.tc_config() == before
 
 
 def test_gilbert_elliott_loss_is_bursty(pair: NetnsPair, state_dir: Path) -> None:
@@ -113,19 +113,19 @@ def test_partition_selects_only_its_traffic(family: int, pair: NetnsPair,
 
 
 def test_ingress_latency_raises_rtt_and_ifb_goes_away(pair: NetnsPair, state_dir: Path) -> None:
-    before_links, before = links(pair.a), pair.qdisc_dump()
+    before_links, before = links(pair.a), pair.tc_config()
     fault_id = inject(pair, state_dir, "latency", "--ms", "100", "--direction", "ingress")
     assert "hcifb" in links(pair.a)
     rtt = pair.ping(count=10, interval=0.05).rtt_avg_ms
     assert rtt is not None and 95 <= rtt <= 105
     rollback(fault_id, state_dir)
-    assert links(pair.a) == before_links and pair.qdisc_dump() == before
+    assert links(pair.a) == before_links and pair.tc_config() == before
     rtt = pair.ping(count=5, interval=0.05).rtt_avg_ms
     assert rtt is not None and rtt < 5
 
 
 def test_latency_to_a_and_partition_of_b_compose(pair: NetnsPair, state_dir: Path) -> None:
-    before, before_links = pair.qdisc_dump(), links(pair.a)
+    before, before_links = pair.tc_config(), links(pair.a)
     slow = inject(pair, state_dir, "latency", "--ms", "100", "--dst", pair.addr_b)
     cut = inject(pair, state_dir, "partition", "--dst", SECOND_B, "--direction", "both")
 
@@ -150,7 +150,7 @@ def test_latency_to_a_and_partition_of_b_compose(pair: NetnsPair, state_dir: Pat
     latency_a = rtt_to(pair.addr_b)
     assert latency_a is not None and latency_a >= 95  # the latency is still in force
     rollback(slow, state_dir)
-    assert pair.qdisc_dump() == before and links(pair.a) == before_links
+    assert pair.tc_config() == before and links(pair.a) == before_links
     assert "flowid" not in filters(pair)
 
 
@@ -216,23 +216,18 @@ def test_foreign_root_refused_untouched_then_forced_and_restored(pair: NetnsPair
                     "1:", "htb", "default", "10"], check=True)
     subprocess.run(["tc", "-n", pair.a, "class", "add", "dev", pair.iface_a, "parent", "1:",
                     "classid", "1:10", "htb", "rate", "1gbit"], check=True)
-    before = subprocess.run(["tc", "-n", pair.a, "-d", "class", "show", "dev", pair.iface_a],
-                            capture_output=True, text=True).stdout + pair.qdisc_dump()
+    before = pair.tc_config()
     result = hostchaos("inject", "latency", "--netns", pair.a, "--iface", pair.iface_a,
                        "--ms", "10", state_dir=state_dir)
     assert result.returncode == 5 and "set up by someone else" in result.stderr
-    after = subprocess.run(["tc", "-n", pair.a, "-d", "class", "show", "dev", pair.iface_a],
-                           capture_output=True, text=True).stdout + pair.qdisc_dump()
-    assert after == before
+    assert pair.tc_config() == before
     assert open_records(state_dir) == []
     # --force: snapshot, replace, and put back byte for byte on rollback
     forced = inject(pair, state_dir, "latency", "--ms", "100", "--force")
     rtt = pair.ping(count=5, interval=0.05).rtt_avg_ms
     assert rtt is not None and rtt >= 95
     rollback(forced, state_dir)
-    restored = subprocess.run(["tc", "-n", pair.a, "-d", "class", "show", "dev", pair.iface_a],
-                              capture_output=True, text=True).stdout + pair.qdisc_dump()
-    assert restored == before
+    assert pair.tc_config() == before
 
 
 def test_host_selector_resolves_all_records(pair: NetnsPair, state_dir: Path) -> None:
@@ -264,7 +259,7 @@ KIND_ARGS = {
 @pytest.mark.parametrize("kind", sorted(KIND_ARGS))
 def test_every_kind_survives_kill_9_of_cli_and_guardian(kind: str, pair: NetnsPair,
                                                        state_dir: Path) -> None:
-    before, before_links = pair.qdisc_dump(), links(pair.a)
+    before, before_links = pair.tc_config(), links(pair.a)
     proc = subprocess.Popen(
         [sys.executable, "-m", "hostchaos", "inject", kind, "--netns", pair.a, "--iface",
          pair.iface_a, *KIND_ARGS[kind], "--direction", "both", "--for", "5m", "--wait"],
@@ -280,7 +275,7 @@ def test_every_kind_survives_kill_9_of_cli_and_guardian(kind: str, pair: NetnsPa
     result = hostchaos("sweep", state_dir=state_dir)
     assert result.returncode == 0, result.stderr
     assert open_records(state_dir) == []
-    assert pair.qdisc_dump() == before and links(pair.a) == before_links
+    assert pair.tc_config() == before and links(pair.a) == before_links
     assert "flowid" not in filters(pair)
 
 
