@@ -5,6 +5,7 @@ Example::
     # /etc/hostchaos/config.toml
     default_duration = "60s"   # --for when none is given
     max_duration = "1h"        # hard cap on --for and on extend
+    lock_timeout = "30s"       # how long a command waits for another to finish
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Config:
 
     default_duration: float = 60.0
     max_duration: float = 3600.0
+    lock_timeout: float = 30.0
     state_dir: Path = DEFAULT_STATE_DIR
 
     @classmethod
@@ -43,7 +45,9 @@ class Config:
         cap = _duration(values, "max_duration", cls.max_duration, path)
         if default > cap:
             raise SpecError(f"config file {path}: default_duration is above max_duration")
-        return cls(default_duration=default, max_duration=cap, state_dir=state_dir)
+        lock_timeout = _duration(values, "lock_timeout", cls.lock_timeout, path)
+        return cls(default_duration=default, max_duration=cap, lock_timeout=lock_timeout,
+                   state_dir=state_dir)
 
 
 def _duration(values: dict[str, object], key: str, fallback: float, path: Path) -> float:

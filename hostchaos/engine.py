@@ -8,6 +8,15 @@ It owns the state machine of every fault::
 
 and the dead-man's switch: each fault gets a deadline (and optionally a lease)
 that a guardian process, not the injecting one, enforces.
+
+Two rules keep a fault from being lost:
+
+- Rollback puts the host back *first* and journals after, best effort: a full
+  or read-only state directory, or a record this version cannot fully parse,
+  never stands between a fault and its removal. Rollback needs only the undo
+  notes, not a spec that still validates.
+- Every record is handled on its own: one record that cannot be read or rolled
+  back is reported, and the others proceed.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +35,11 @@ from hostchaos.errors import (
     ApplyError,
     ConflictError,
     HostchaosError,
+    JournalError,
     RollbackError,
     SpecError,
 )
-from hostchaos.faults.base import Fault, Spec
+from hostchaos.faults.base import Fault, Peer, Spec
 from hostchaos.journal import (
     ACTIVE,
     APPLYING,
@@ -40,10 +51,12 @@ from hostchaos.journal import (
     FaultRecord,
     Journal,
     UndoLog,
+    UnreadableRecord,
 )
 from hostchaos.system.procs import ProcessRef, boot_id
 
 FaultFactory = Callable[[str, dict[str, Any]], Fault]
+FaultClassLookup = Callable[[str], type[Fault]]
 GuardianSpawner = Callable[[str, str], ProcessRef]
 
 #: ended records are kept this long for `list --all` and `status`, then pruned by sweep
@@ -61,7 +74,7 @@ class SweepReport:
     rolled_back: list[dict[str, str]] = field(default_factory=list)
     closed_by_reboot: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
-    quarantined: list[dict[str, str]] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
     still_active: list[str] = field(default_factory=list)
     pruned: int = 0
 
@@ -70,7 +83,7 @@ class SweepReport:
             "rolled_back": self.rolled_back,
             "closed_by_reboot": self.closed_by_reboot,
             "failed": self.failed,
-            "quarantined": self.quarantined,
+            "unreadable": self.unreadable,
             "still_active": self.still_active,
             "pruned": self.pruned,
         }
@@ -84,10 +97,11 @@ def why_end(record: FaultRecord, now: float, *, judge_guardian: bool) -> str | N
         return "deadline reached"
     if record.lease_expires_at is not None and now >= record.lease_expires_at:
         return "lease expired without renewal"
-    if record.state in (PENDING, APPLYING) and (
-        record.applier is None or not record.applier.alive()
-    ):
+    actor = record.actor or record.applier
+    if record.state in (PENDING, APPLYING) and (actor is None or not actor.alive()):
         return "the injecting process died during apply"
+    if record.state == ROLLING_BACK and (record.actor is None or not record.actor.alive()):
+        return "the process rolling it back died"
     if judge_guardian and record.state == ACTIVE and (
         record.guardian is None or not record.guardian.alive()
     ):
@@ -104,14 +118,19 @@ class Engine:
         *,
         journal: Journal | None = None,
         fault_factory: FaultFactory = faults.build,
+        fault_class: FaultClassLookup = faults.fault_class,
         spawn_guardian: GuardianSpawner | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.journal = journal or Journal(config.state_dir)
         self.fault_factory = fault_factory
+        self.fault_class = fault_class
         self.spawn_guardian = spawn_guardian
         self.clock = clock
+
+    def _locked(self, purpose: str) -> AbstractContextManager[None]:
+        return self.journal.locked(purpose=purpose, timeout=self.config.lock_timeout)
 
     # -- validation shared by inject and dry-run -----------------------------
     def check_timing(self, duration: float | None, lease: float | None) -> float:
@@ -131,6 +150,10 @@ class Engine:
         """What ``inject`` would do, checked against the host, changing nothing."""
         total = self.check_timing(duration, lease)
         fault = self.fault_factory(spec.kind, spec.to_dict())
+        fault.resolve()
+        peers = self.peers()
+        self._refuse_overlap(fault, peers)
+        fault.peers = peers
         fault.preflight()
         return {
             "dry_run": True,
@@ -147,23 +170,27 @@ class Engine:
                lease: float | None = None) -> FaultRecord:
         total = self.check_timing(duration, lease)
         fault = self.fault_factory(spec.kind, spec.to_dict())
-        self.journal.ensure_writable()
+        fault.resolve()  # slow lookups happen here, never under the lock
+        self.journal.prepare()
         fault_id = new_fault_id(spec.kind)
         # The guardian starts first, so it is warm (imports done) by the time the
         # fault exists; it waits for the record and leaves if none ever appears.
         guardian = self.spawn_guardian(fault_id, spec.kind) if self.spawn_guardian else None
         saved = False
         try:
-            with self.journal.locked():
-                self._refuse_overlap(fault)
+            with self._locked(f"inject {spec.kind} {fault_id}"):
+                peers = self.peers()
+                self._refuse_overlap(fault, peers)
+                fault.peers = peers
                 fault.preflight()
                 now = self.clock()
+                me = ProcessRef.current()
                 record = FaultRecord(
                     id=fault_id, kind=spec.kind, spec=spec.to_dict(),
                     boot_id=boot_id(), created_at=now, expires_at=now + total,
                     survives_reboot=fault.survives_reboot, lease_seconds=lease,
                     lease_expires_at=now + lease if lease else None,
-                    applier=ProcessRef.current(), guardian=guardian,
+                    applier=me, actor=me, guardian=guardian,
                 )
                 record.transition(PENDING)
                 record.transition(APPLYING)  # one write: the guardian already runs
@@ -173,92 +200,160 @@ class Engine:
                 try:
                     fault.apply(undo)
                 except BaseException as exc:
-                    self._abort_apply(fault, record, undo, exc)
+                    self._abort_apply(fault, record, exc)
                     if isinstance(exc, HostchaosError | KeyboardInterrupt | SystemExit):
                         raise
                     raise ApplyError(f"applying {record.id} failed: {exc}; "
                                      "its partial work was rolled back") from exc
                 record.transition(ACTIVE)
-                self.journal.save(record)
+                record.actor = None
+                try:
+                    self.journal.save(record)
+                except JournalError as exc:  # the fault is on the host but not marked active
+                    self._abort_apply(fault, record, exc)
+                    raise
                 return record
         finally:
             if guardian is not None and not saved:
                 guardian.terminate()
 
-    def _refuse_overlap(self, fault: Fault) -> None:
-        peers = [r for r in self.journal.scan()[0] if r.is_open]
+    def peers(self) -> list[Peer]:
+        """Every open fault the journal can read, with its spec where it still validates."""
+        return self._peers_of(self.journal.scan()[0])
+
+    def _peers_of(self, records: list[FaultRecord]) -> list[Peer]:
+        out = []
+        for record in records:
+            if not record.is_open:
+                continue
+            try:
+                spec: Spec | None = self.fault_factory(record.kind, record.spec).spec
+            except Exception:  # another version's spec: its notes still tell what it holds
+                spec = None
+            out.append(Peer(record.id, record.kind, spec, record.undo))
+        return out
+
+    @staticmethod
+    def _refuse_overlap(fault: Fault, peers: list[Peer]) -> None:
         for peer in peers:
-            overlap = fault.conflicts(self.fault_factory(peer.kind, peer.spec).spec)
+            overlap = fault.conflicts(peer)
             if overlap:
                 raise ConflictError(f"{overlap} already carries fault {peer.id} "
                                     f"(roll it back first: hostchaos rollback {peer.id})")
-        if hasattr(fault, "peers"):
-            fault.peers = [note for peer in peers for note in peer.undo]
 
-    def _abort_apply(self, fault: Fault, record: FaultRecord, undo: UndoLog,
-                     cause: BaseException) -> None:
+    def _abort_apply(self, fault: Fault, record: FaultRecord, cause: BaseException) -> None:
         record.error = str(cause) or type(cause).__name__
-        record.transition(ROLLING_BACK, f"apply failed: {record.error}")
-        self.journal.save(record)
         try:
-            fault.rollback(undo)
-        except Exception as exc:
-            record.transition(ROLLBACK_FAILED, str(exc))
-            self.journal.save(record)
+            self._rollback_host(fault, record, f"apply failed: {record.error}")
+        except RollbackError as exc:
             raise RollbackError(
                 f"applying {record.id} failed ({record.error}) and so did rolling back its "
-                f"partial work ({exc}); retry with `hostchaos rollback {record.id}`"
-            ) from exc
+                f"partial work ({exc.__cause__ or exc}); retry with "
+                f"`hostchaos rollback {record.id}`") from exc
         record.transition(FAILED)
         record.ended_at = self.clock()
         record.end_reason = "apply failed"
-        self.journal.save(record)
+        self._save_quietly(record)  # if this fails the record says rolling-back: sweep closes it
 
     # -- rollback --------------------------------------------------------------
-    def rollback(self, fault_id: str, reason: str = "requested") -> FaultRecord:
-        with self.journal.locked():
-            record = self.journal.load(fault_id)
+    def rollback(self, fault_id: str, reason: str = "requested", *,
+                 last_good: FaultRecord | None = None) -> FaultRecord:
+        """Roll ``fault_id`` back. ``last_good``: the copy to use if the record cannot be read."""
+        with self._locked(f"rollback {fault_id}"):
+            try:
+                record = self.journal.load(fault_id)
+            except HostchaosError:
+                if last_good is None:
+                    raise
+                record = last_good
             if record.is_open:
-                self._rollback_locked(record, reason)
+                self._rollback_locked(record, reason, self.peers())
             return record
 
     def rollback_all(self, reason: str = "requested") -> tuple[list[FaultRecord], list[str]]:
         done: list[FaultRecord] = []
         errors: list[str] = []
-        with self.journal.locked():
-            for record in self.journal.scan()[0]:
+        with self._locked("rollback --all"):
+            records, unreadable = self.journal.scan()
+            peers = self._peers_of(records)
+            for record in records:
                 if not record.is_open:
                     continue
                 try:
-                    self._rollback_locked(record, reason)
+                    self._rollback_locked(record, reason, peers)
                     done.append(record)
-                except RollbackError as exc:
+                except HostchaosError as exc:
                     errors.append(str(exc))
+            errors.extend(self._unreadable_message(bad) for bad in unreadable)
         return done, errors
 
-    def _rollback_locked(self, record: FaultRecord, reason: str) -> None:
-        fault = self.fault_factory(record.kind, record.spec)
-        record.transition(ROLLING_BACK, reason)
-        self.journal.save(record)
+    def _rollback_locked(self, record: FaultRecord, reason: str, peers: list[Peer]) -> None:
+        """Roll ``record`` back; ``peers`` (all open faults) loses it once it is closed."""
         try:
-            fault.rollback(UndoLog(record, self.journal))
-        except Exception as exc:
+            fault = self._fault_for_rollback(record)
+            fault.peers = [p for p in peers if p.id != record.id]
+        except HostchaosError as exc:
             record.error = str(exc)
             record.transition(ROLLBACK_FAILED, str(exc))
-            self.journal.save(record)
-            raise RollbackError(
-                f"rollback of {record.id} failed: {exc}; the host may still carry it and its "
-                f"record is kept: retry with `hostchaos rollback {record.id}` or `hostchaos sweep`"
-            ) from exc
+            self._save_quietly(record)
+            raise RollbackError(f"cannot roll back {record.id}: {exc}; its record is kept") \
+                from exc
+        self._rollback_host(fault, record, reason)
+        peers[:] = [p for p in peers if p.id != record.id]
         record.transition(ROLLED_BACK, reason)
         record.ended_at = self.clock()
         record.end_reason = reason
-        self.journal.save(record)
+        try:
+            self.journal.save(record)
+        except JournalError as exc:
+            raise JournalError(
+                f"{record.id} was rolled back on the host, but its record could not be "
+                f"closed ({exc}); once the state directory is writable again, run `hostchaos "
+                f"rollback {record.id}` to close it (its guardian keeps retrying too)") from exc
+
+    def _rollback_host(self, fault: Fault, record: FaultRecord, reason: str) -> None:
+        """Take the fault out of the host; the journal is written only as far as it can be."""
+        record.transition(ROLLING_BACK, reason)
+        record.actor = ProcessRef.current()
+        self._save_quietly(record)
+        try:
+            fault.rollback(UndoLog(record, None))
+        except Exception as exc:
+            record.error = str(exc) or type(exc).__name__
+            record.transition(ROLLBACK_FAILED, record.error)
+            self._save_quietly(record)
+            raise RollbackError(
+                f"rollback of {record.id} failed: {record.error}; the host may still carry it "
+                f"and its record is kept: retry with `hostchaos rollback {record.id}` or "
+                "`hostchaos sweep`"
+            ) from exc
+
+    def _fault_for_rollback(self, record: FaultRecord) -> Fault:
+        """The record's fault; with no spec when the stored one no longer validates."""
+        try:
+            return self.fault_factory(record.kind, record.spec)
+        except SpecError:
+            # an unknown kind raises SpecError here: nothing knows how to roll it back
+            return self.fault_class(record.kind).for_rollback()
+
+    def _save_quietly(self, record: FaultRecord) -> str | None:
+        """Save ``record`` if the journal lets us; return the problem otherwise."""
+        try:
+            self.journal.save(record)
+        except JournalError as exc:
+            return str(exc)
+        return None
+
+    @staticmethod
+    def _unreadable_message(bad: UnreadableRecord) -> str:
+        return (f"fault record {bad.path} is unreadable ({bad.problem}) and has no good copy; "
+                "the host may still carry its fault: inspect the file, roll the fault back by "
+                "hand if needed, then remove the file")
 
     # -- leases and deadlines -------------------------------------------------------
     def extend(self, fault_id: str, duration: float | None = None) -> FaultRecord:
         """Renew the lease; with ``duration``, also move the deadline to now + duration."""
-        with self.journal.locked():
+        with self._locked(f"extend {fault_id}"):
             record = self.journal.load(fault_id)
             if not record.is_open or record.state == ROLLBACK_FAILED:
                 raise ConflictError(f"fault {fault_id} is {record.state}; nothing to extend")
@@ -278,16 +373,18 @@ class Engine:
             return record
 
     # -- reading --------------------------------------------------------------------
-    def list(self, *, include_ended: bool = False) -> list[FaultRecord]:
-        records = self.journal.scan(include_ended=include_ended)[0]
-        return [r for r in records if include_ended or r.is_open]
+    def listing(self, *, include_ended: bool = False
+             ) -> tuple[list[FaultRecord], list[UnreadableRecord]]:
+        """Open records (and ended ones if asked), and the records nobody can read."""
+        records, unreadable = self.journal.scan(include_ended=include_ended)
+        return [r for r in records if include_ended or r.is_open], unreadable
 
     def status(self, fault_id: str) -> tuple[FaultRecord, dict[str, Any]]:
         record = self.journal.load(fault_id)
         observed: dict[str, Any] = {}
         if record.is_open:
-            fault = self.fault_factory(record.kind, record.spec)
             try:
+                fault = self.fault_factory(record.kind, record.spec)
                 observed = fault.observe(UndoLog(record, None))
             except HostchaosError as exc:
                 observed = {"problem": str(exc)}
@@ -295,39 +392,54 @@ class Engine:
 
     # -- sweep ----------------------------------------------------------------------
     def sweep(self) -> SweepReport:
-        """Roll back every fault whose deadline, lease or holder is gone; close reboot leftovers."""
+        """Roll back every fault whose deadline, lease or holder is gone; close reboot leftovers.
+
+        Needs no write access to roll back: a full or read-only state directory
+        still gets its faults taken out (their records are closed later).
+        """
         report = SweepReport()
-        self.journal.ensure_writable()
-        with self.journal.locked():
+        with self._locked("sweep"):
             records, unreadable = self.journal.scan(include_ended=True)
             for bad in unreadable:
-                moved = self.journal.quarantine(bad)
-                report.quarantined.append({"path": str(bad.path), "moved_to": str(moved),
-                                           "problem": bad.problem})
+                report.unreadable.append({"path": str(bad.path), "problem": bad.problem})
+                report.failed.append({"id": bad.fault_id,
+                                      "error": self._unreadable_message(bad)})
             for tmp in self.journal.stale_temp_files():
                 tmp.unlink(missing_ok=True)
             this_boot = boot_id()
             now = self.clock()
+            peers = self._peers_of(records)
             for record in records:
-                if not record.is_open:
-                    if record.ended_at and now - record.ended_at > KEEP_ENDED_SECONDS:
-                        self.journal.remove(record.id)
-                        report.pruned += 1
-                    continue
-                if record.boot_id != this_boot and not record.survives_reboot:
-                    record.transition(ROLLED_BACK, "the reboot removed it")
-                    record.ended_at = now
-                    record.end_reason = "the reboot removed it"
-                    self.journal.save(record)
-                    report.closed_by_reboot.append(record.id)
-                    continue
-                reason = why_end(record, now, judge_guardian=True)
-                if reason is None:
-                    report.still_active.append(record.id)
-                    continue
                 try:
-                    self._rollback_locked(record, reason)
-                    report.rolled_back.append({"id": record.id, "reason": reason})
-                except RollbackError as exc:
+                    self._sweep_one(record, this_boot, now, report, peers)
+                except HostchaosError as exc:
                     report.failed.append({"id": record.id, "error": str(exc)})
+                except Exception as exc:  # a bug in one kind must not stop the sweep
+                    report.failed.append({"id": record.id,
+                                          "error": f"internal error: {type(exc).__name__}: "
+                                                   f"{exc}"})
         return report
+
+    def _sweep_one(self, record: FaultRecord, this_boot: str, now: float,
+                   report: SweepReport, peers: list[Peer]) -> None:
+        if not record.is_open:
+            if record.ended_at and now - record.ended_at > KEEP_ENDED_SECONDS:
+                self.journal.remove(record.id)
+                report.pruned += 1
+            return
+        if record.boot_id != this_boot and not record.survives_reboot:
+            record.transition(ROLLED_BACK, "the reboot removed it")
+            record.ended_at = now
+            record.end_reason = "the reboot removed it"
+            self.journal.save(record)
+            peers[:] = [p for p in peers if p.id != record.id]
+            report.closed_by_reboot.append(record.id)
+            return
+        reason = why_end(record, now, judge_guardian=True)
+        if record.salvaged and reason is None:
+            reason = "its record was damaged (read from its copy)"
+        if reason is None:
+            report.still_active.append(record.id)
+            return
+        self._rollback_locked(record, reason, peers)
+        report.rolled_back.append({"id": record.id, "reason": reason})

@@ -9,6 +9,11 @@ then). It polls the record (one small file read) and rolls the fault back
 through the engine when its deadline passes, its lease runs out, or the process
 that was applying it died mid-way. It exits once the record is closed.
 
+It never gives up while the fault may be on the host: it keeps the last good
+copy of the record it read and rolls back from that if the file becomes
+unreadable or disappears, and a failed rollback (the kernel, the lock, a full
+state directory) is retried with growing pauses, up to a minute apart.
+
 Its log is ``$HOSTCHAOS_STATE_DIR/guardian.log``.
 """
 
@@ -18,21 +23,33 @@ import os
 import sys
 import time
 
+from hostchaos.errors import ApplyError
 from hostchaos.system.procs import ProcessRef
 
 POLL_SECONDS = 0.2
-RETRY_SECONDS = 5.0
-MAX_RETRIES = 12
+FIRST_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 60.0
 
 
 def spawn(fault_id: str, kind: str) -> ProcessRef:
-    """Start the guardian of ``fault_id`` fully detached; return its identity."""
+    """Start the guardian of ``fault_id`` fully detached; return its identity.
+
+    ApplyError if the kernel will not let it start (fork refused): nothing has
+    been changed then, and no fault may go on without its guardian.
+    """
     spawner = ProcessRef.current()
     argv = [sys.executable, "-m", "hostchaos.guardian", fault_id, kind,
             str(spawner.pid), str(spawner.start_ticks)]
     read_end, write_end = os.pipe()
-    first = os.fork()
+    try:
+        first = os.fork()
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        raise ApplyError(f"cannot start the guardian process that enforces the fault's "
+                         f"deadline (fork: {exc.strerror}); nothing was injected") from exc
     if first == 0:
+        code = 0
         try:
             os.close(read_end)
             os.setsid()
@@ -40,13 +57,22 @@ def spawn(fault_id: str, kind: str) -> ProcessRef:
             if second == 0:
                 _become_guardian(argv)
             os.write(write_end, str(second).encode())
+        except OSError:
+            code = 1
         finally:
-            os._exit(0)
+            os._exit(code)
     os.close(write_end)
     os.waitpid(first, 0)
     with os.fdopen(read_end, "rb") as pipe:
         pid = int(pipe.read().decode() or "0")
-    return ProcessRef.of(pid)
+    try:
+        if pid <= 0:
+            raise ProcessLookupError(pid)
+        return ProcessRef.of(pid)
+    except ProcessLookupError:
+        raise ApplyError("cannot start the guardian process that enforces the fault's "
+                         "deadline (it did not start or died at once; see guardian.log in "
+                         "the state directory); nothing was injected") from None
 
 
 def _become_guardian(argv: list[str]) -> None:
@@ -55,7 +81,9 @@ def _become_guardian(argv: list[str]) -> None:
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
         try:
-            os.dup2(os.open(_log_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), 2)
+            log = os.open(_log_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                          0o600)
+            os.dup2(log, 2)
         except OSError:
             os.dup2(devnull, 2)
         os.closerange(3, 4096)
@@ -85,41 +113,57 @@ def watch(fault_id: str, kind: str, spawner: ProcessRef) -> int:
     from hostchaos.config import Config
     from hostchaos.engine import Engine, why_end
     from hostchaos.errors import HostchaosError
-    from hostchaos.journal import ROLLBACK_FAILED
+    from hostchaos.journal import FaultRecord, RecordUnreadable
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    faults.fault_class(kind).warm_up()
+    try:
+        faults.fault_class(kind).warm_up()
+    except HostchaosError:
+        pass
     engine = Engine(Config.load())
-    failures = 0
-    seen = False
+    last_good: FaultRecord | None = None
+    retry = FIRST_RETRY_SECONDS
+    warned = False
     while True:
-        record = engine.journal.find(fault_id)
+        try:
+            record = engine.journal.find(fault_id)
+        except RecordUnreadable as exc:
+            if not warned:
+                _log(f"record of {fault_id} became unreadable ({exc.problem}); "
+                     "enforcing its last good copy")
+                warned = True
+            record = last_good
         if record is None:
-            if seen or not spawner.alive():
-                return 0  # closed and pruned, or never created: nothing to guard
-            time.sleep(0.05)
-            continue
-        if not seen:
-            seen = True
-            until = time.strftime("%H:%M:%S", time.localtime(record.expires_at))
-            _log(f"guarding {fault_id} until {until}")
+            if last_good is None:
+                if not spawner.alive():
+                    return 0  # never created: nothing to guard
+                time.sleep(0.05)
+                continue
+            if not last_good.is_open:
+                return 0  # closed, then pruned
+            record = last_good  # deleted while open: the fault may still be on the host
+        elif not record.salvaged:
+            if last_good is None:
+                until = time.strftime("%H:%M:%S", time.localtime(record.expires_at))
+                _log(f"guarding {fault_id} until {until}")
+            last_good = record
         if not record.is_open:
             return 0
-        reason = why_end(record, time.time(), judge_guardian=False)
+        now = time.time()
+        reason = why_end(record, now, judge_guardian=False)
         if reason is None:
-            time.sleep(POLL_SECONDS)
+            next_due = min(record.expires_at, record.lease_expires_at or record.expires_at)
+            time.sleep(min(POLL_SECONDS, max(next_due - now, 0.01)))
             continue
-        if record.state == ROLLBACK_FAILED and failures:
-            time.sleep(RETRY_SECONDS)
         _log(f"rolling back {fault_id}: {reason}")
         try:
-            engine.rollback(fault_id, reason)
+            last_good = engine.rollback(fault_id, reason, last_good=record)
+            retry = FIRST_RETRY_SECONDS
         except HostchaosError as exc:
-            _log(f"rollback of {fault_id} failed: {exc}")
-            failures += 1
-            if failures >= MAX_RETRIES:
-                return 1  # `hostchaos sweep` (or the boot unit) retries from here
+            _log(f"rollback of {fault_id} failed, retrying in {retry:g} s: {exc}")
+            time.sleep(retry)
+            retry = min(retry * 2, MAX_RETRY_SECONDS)
 
 
 def main(argv: list[str]) -> int:

@@ -1,38 +1,57 @@
-"""The journal: one JSON record per fault, replaced atomically.
+"""The journal: one JSON record per fault, replaced atomically, never torn.
 
 Layout under the state directory (``$HOSTCHAOS_STATE_DIR``, default
-``/var/lib/hostchaos``)::
+``/var/lib/hostchaos``), all of it mode 0700/0600 and owned by the user
+hostchaos runs as (root)::
 
-    lock                      flock(2) held while a fault changes state
+    lock                      holder of the state lock (pid, purpose), for messages
     faults/<id>.json          one record per open fault
+    faults/.<id>.json.copy    the same record again: the last good copy
     faults/ended/<id>.json    records of ended faults (kept a week for `list --all`)
-    faults/quarantine/        unreadable records moved aside by sweep
 
 Ended records live apart so that inject and sweep read only the open ones.
 
-A record is written to a temporary file and renamed over the old one, so a
-reader sees the old or the new record, never half of one. Durability follows
-the fault: a fault that dies with the kernel only needs its record to outlive
-the *process* (the page cache does that); a fault that survives a reboot has its
-file and directory fsynced before the change it protects.
+Writing a record: the whole text goes to a new temporary file (O_EXCL,
+O_NOFOLLOW) with every byte written or an error raised (a short write is
+retried, never renamed into place), which is then renamed over the record.
+A reader sees the old or the new record, never half of one. The copy is
+written the same way right after, so a record damaged from outside (a disk
+error, an editor, a stray ``>``) is read from its copy instead.
+
+Durability follows the fault: a fault that dies with the kernel only needs
+its record to outlive the *process* (the page cache does that); a fault that
+survives a reboot has its files and directory fsynced before the change it
+protects.
+
+The state lock (flock(2) on the state directory, and on ``lock`` where it can
+be opened) serialises changes to faults. It is taken with a timeout, so a
+stopped or stuck command makes others fail with a clear message instead of
+hanging, and it needs no write access: a full or read-only state directory
+still lets a rollback take the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
+import secrets
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostchaos.errors import JournalError, TargetNotFoundError
+from hostchaos.errors import ConflictError, JournalError, TargetNotFoundError
 from hostchaos.system.procs import ProcessRef
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: formats this version reads: 1 had no ``actor``
+READABLE_FORMATS = (1, 2)
 
 PENDING = "pending"
 APPLYING = "applying"
@@ -44,6 +63,31 @@ FAILED = "failed"  # apply failed and its partial work was rolled back
 
 OPEN_STATES = (PENDING, APPLYING, ACTIVE, ROLLING_BACK, ROLLBACK_FAILED)
 ENDED_STATES = (ROLLED_BACK, FAILED)
+STATES = OPEN_STATES + ENDED_STATES
+
+#: what a fault id may look like (hc-<kind>-<8 hex> in practice); anything else is not a fault
+FAULT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: how long a command waits for the state lock before saying who holds it
+LOCK_TIMEOUT = 30.0
+
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class RecordUnreadable(JournalError):
+    """A record file exists but cannot be parsed, and its copy cannot either."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"fault record {path} is unreadable ({problem}) and has no good copy; "
+                         "the host may still carry its fault: inspect the file, roll the fault "
+                         "back by hand if needed, then remove the file")
+        self.path = path
+        self.problem = problem
+
+
+class LockBusy(ConflictError):
+    """Another hostchaos command held the state lock for longer than the timeout."""
+
+    label = "busy"
 
 
 @dataclass
@@ -63,10 +107,14 @@ class FaultRecord:
     undo: list[dict[str, Any]] = field(default_factory=list)
     guardian: ProcessRef | None = None
     applier: ProcessRef | None = None
+    #: the process changing the host for this fault right now (applying or rolling back)
+    actor: ProcessRef | None = None
     error: str | None = None
     ended_at: float | None = None
     end_reason: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: not stored: the record was read from its copy because the file itself was damaged
+    salvaged: bool = field(default=False, compare=False)
 
     @property
     def is_open(self) -> bool:
@@ -95,6 +143,7 @@ class FaultRecord:
             "undo": self.undo,
             "guardian": self.guardian.to_dict() if self.guardian else None,
             "applier": self.applier.to_dict() if self.applier else None,
+            "actor": self.actor.to_dict() if self.actor else None,
             "error": self.error,
             "ended_at": self.ended_at,
             "end_reason": self.end_reason,
@@ -103,25 +152,48 @@ class FaultRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultRecord:
+        """A record from its stored form; ValueError/KeyError/TypeError if it is not one."""
+        version = data.get("format", 1)
+        if version not in READABLE_FORMATS:
+            raise ValueError(f"format {version!r} is not one this hostchaos reads "
+                             f"({', '.join(map(str, READABLE_FORMATS))}): written by a newer "
+                             "version?")
+        state = _typed(data, "state", str)
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        undo = data.get("undo") or []
+        if not isinstance(undo, list) or not all(isinstance(n, dict) for n in undo):
+            raise TypeError("undo is not a list of notes")
+        fault_id = _typed(data, "id", str)
+        if not FAULT_ID.fullmatch(fault_id):
+            raise ValueError(f"bad fault id {fault_id!r}")
         return cls(
-            id=str(data["id"]),
-            kind=str(data["kind"]),
-            spec=dict(data["spec"]),
-            boot_id=str(data["boot_id"]),
+            id=fault_id,
+            kind=_typed(data, "kind", str),
+            spec=_typed(data, "spec", dict),
+            boot_id=_typed(data, "boot_id", str),
             created_at=float(data["created_at"]),
             expires_at=float(data["expires_at"]),
             survives_reboot=bool(data["survives_reboot"]),
-            state=str(data["state"]),
+            state=state,
             lease_seconds=_opt_float(data.get("lease_seconds")),
             lease_expires_at=_opt_float(data.get("lease_expires_at")),
-            undo=list(data.get("undo") or []),
+            undo=undo,
             guardian=ProcessRef.from_dict(data.get("guardian")),
             applier=ProcessRef.from_dict(data.get("applier")),
+            actor=ProcessRef.from_dict(data.get("actor")),
             error=data.get("error"),
             ended_at=_opt_float(data.get("ended_at")),
             end_reason=data.get("end_reason"),
             events=list(data.get("events") or []),
         )
+
+
+def _typed(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data[key]
+    if not isinstance(value, kind):
+        raise TypeError(f"{key} is {type(value).__name__}, not {kind.__name__}")
+    return value
 
 
 def _opt_float(value: object) -> float | None:
@@ -130,10 +202,28 @@ def _opt_float(value: object) -> float | None:
 
 @dataclass(frozen=True)
 class UnreadableRecord:
-    """A record file that could not be parsed (torn, truncated or foreign)."""
+    """A record file that could not be parsed, nor its copy (torn, truncated or foreign)."""
 
     path: Path
     problem: str
+
+    @property
+    def fault_id(self) -> str:
+        return self.path.name.removesuffix(".json")
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` or raise OSError: a short write is continued.
+
+    Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE returns short and the
+    next one fails with EFBIG: that error surfaces here instead of a torn file.
+    """
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "write wrote nothing")
+        view = view[written:]
 
 
 class Journal:
@@ -145,12 +235,22 @@ class Journal:
         self.ended_dir = self.faults_dir / "ended"
 
     # -- setup -------------------------------------------------------------
-    def ensure_writable(self) -> None:
-        """Create the directories and prove a record can be written, or raise JournalError."""
+    def prepare(self) -> None:
+        """Create the directories (0700), check nobody else can write them, prove a write works.
+
+        Raises JournalError naming the directory and the fix: the state
+        directory must be a real directory (not a symlink) owned by the user
+        hostchaos runs as and writable by nobody else, or any local user could
+        plant files that hostchaos would then act on.
+        """
         try:
-            self.ended_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            probe = self.faults_dir / f".probe.{os.getpid()}"
-            probe.write_bytes(b"")
+            if not self.state_dir.parent.exists():
+                os.makedirs(self.state_dir.parent, mode=0o755, exist_ok=True)
+            for directory in (self.state_dir, self.faults_dir, self.ended_dir):
+                self._private_dir(directory)
+            probe = self.faults_dir / f".probe.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
+            os.close(fd)
             probe.unlink()
         except OSError as exc:
             raise JournalError(
@@ -158,26 +258,109 @@ class Journal:
                 "refusing to inject without a journal (set HOSTCHAOS_STATE_DIR to fix)"
             ) from exc
 
+    @staticmethod
+    def _private_dir(directory: Path) -> None:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+        info = os.lstat(directory)
+        if stat.S_ISLNK(info.st_mode):
+            raise JournalError(f"state directory {directory} is a symlink; hostchaos keeps its "
+                               "journal only in a real directory it owns")
+        if not stat.S_ISDIR(info.st_mode):
+            raise JournalError(f"state directory {directory} is not a directory")
+        if info.st_uid != os.geteuid():
+            raise JournalError(f"state directory {directory} is owned by uid {info.st_uid}, not "
+                               f"by uid {os.geteuid()} that hostchaos runs as; fix: chown "
+                               f"{os.geteuid()} {directory}")
+        if info.st_mode & 0o022:
+            raise JournalError(f"state directory {directory} is writable by other users (mode "
+                               f"{stat.S_IMODE(info.st_mode):04o}); fix: chmod 700 {directory}")
+
+    # -- the lock ------------------------------------------------------------
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the journal lock: one state change at a time across all processes."""
-        self.ensure_writable()
+    def locked(self, *, purpose: str = "", timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+        """Hold the state lock, waiting at most ``timeout`` seconds for it."""
         try:
-            fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | _OPEN_FLAGS)
+        except FileNotFoundError:
+            self.prepare()
+            dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | _OPEN_FLAGS)
         except OSError as exc:
-            raise JournalError(f"cannot open lock in {self.state_dir}: {exc.strerror}") from exc
+            raise JournalError(f"cannot open state directory {self.state_dir}: "
+                               f"{exc.strerror}") from exc
+        fds = [dir_fd]
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            lock_fd, writable = self._open_lock_file()
+            if lock_fd is not None:
+                fds.append(lock_fd)
+            deadline = time.monotonic() + timeout
+            for fd in fds:  # always in this order: no two hostchaos processes deadlock
+                self._flock(fd, deadline)
+            if lock_fd is not None and writable:
+                self._write_holder(lock_fd, purpose)
             yield
         finally:
-            os.close(fd)
+            for fd in reversed(fds):
+                os.close(fd)
+
+    def _open_lock_file(self) -> tuple[int | None, bool]:
+        path = self.state_dir / "lock"
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600), True
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise JournalError(f"{path} is a symlink; refusing to use it as the lock") \
+                    from exc
+        try:  # a read-only or full state directory: an existing lock file still locks
+            return os.open(path, os.O_RDONLY | _OPEN_FLAGS), False
+        except OSError:
+            return None, False  # the directory lock alone serialises then
+
+    def _flock(self, fd: int, deadline: float) -> None:
+        pause = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockBusy(f"the state lock of {self.state_dir} is held by "
+                                   f"{self.lock_holder()}; try again when it is done") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
+    @staticmethod
+    def _write_holder(fd: int, purpose: str) -> None:
+        me = ProcessRef.current()
+        text = f"{me.pid} {me.start_ticks} {purpose}\n".encode()
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, text, 0)
+
+    def lock_holder(self) -> str:
+        """Who holds the lock, as far as the lock file says (for messages)."""
+        try:
+            fd = os.open(self.state_dir / "lock", os.O_RDONLY | _OPEN_FLAGS)
+            try:
+                text = os.read(fd, 4096).decode(errors="replace").strip()
+            finally:
+                os.close(fd)
+            pid, ticks, purpose = [*text.split(" ", 2), "", ""][:3]
+            if ProcessRef(int(pid), int(ticks)).alive():
+                return f"pid {pid} ({purpose or 'hostchaos'})"
+        except (OSError, ValueError):
+            pass
+        return "another hostchaos process"
 
     # -- records -----------------------------------------------------------
     def path_of(self, fault_id: str, *, ended: bool = False) -> Path:
         return (self.ended_dir if ended else self.faults_dir) / f"{fault_id}.json"
 
+    def copy_of(self, path: Path) -> Path:
+        return path.parent / f".{path.name}.copy"
+
     def save(self, record: FaultRecord, *, durable: bool | None = None) -> None:
-        """Atomically replace the record; fsync when the fault outlives a reboot.
+        """Replace the record (and its copy) atomically; fsync when the fault outlives a reboot.
 
         A record that ends moves to ``ended/``: written there first, then the open
         copy is unlinked, so a crash in between leaves both and readers prefer the
@@ -187,55 +370,98 @@ class Journal:
             durable = record.survives_reboot
         ended = not record.is_open
         final = self.path_of(record.id, ended=ended)
-        tmp = self.faults_dir / f".{record.id}.json.tmp.{os.getpid()}"
         data = json.dumps(record.to_dict(), separators=(",", ":"), sort_keys=True).encode()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, data)
-                if durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, final)
-            if durable:
-                dfd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+            self._replace(final, data, durable)
             if ended:
-                with contextlib.suppress(FileNotFoundError):
-                    self.path_of(record.id).unlink()
+                for stale in (self.path_of(record.id), self.copy_of(self.path_of(record.id))):
+                    with contextlib.suppress(FileNotFoundError):
+                        stale.unlink()
+            else:
+                self._replace(self.copy_of(final), data, durable)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise JournalError(f"cannot write fault record {final}: {exc.strerror}") from exc
 
+    @staticmethod
+    def _replace(path: Path, data: bytes, durable: bool) -> None:
+        tmp = path.parent / f".{path.name}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
+        try:
+            write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        os.close(fd)
+        try:
+            os.rename(tmp, path)  # replaces a planted symlink itself, never its target
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        if durable:
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
     def load(self, fault_id: str) -> FaultRecord:
-        if "/" in fault_id or not fault_id or fault_id.startswith("."):
-            raise TargetNotFoundError(f"fault {fault_id!r} not found")
+        """The record of ``fault_id``; TargetNotFoundError if none, RecordUnreadable if damaged."""
+        if not FAULT_ID.fullmatch(fault_id):
+            raise TargetNotFoundError(f"fault {fault_id[:80]!r} not found")
+        record = self.find(fault_id)
+        if record is None:
+            raise TargetNotFoundError(
+                f"fault {fault_id} not found in {self.faults_dir} (see `hostchaos list --all`)")
+        return record
+
+    def find(self, fault_id: str) -> FaultRecord | None:
+        """The record of ``fault_id``, or None if there is none; RecordUnreadable if damaged.
+
+        A damaged open record is read from its copy (the result says
+        ``salvaged``); only when both are damaged is it unreadable.
+        """
+        if not FAULT_ID.fullmatch(fault_id):
+            return None
         ended = self.path_of(fault_id, ended=True)
         # ended first; ended again last, in case the record moved while we looked
         for path in (ended, self.path_of(fault_id), ended):
             try:
-                return self._read(path)
+                return self._read_or_copy(path)
             except FileNotFoundError:
                 continue
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise JournalError(f"fault record {path} is unreadable: {exc}") from exc
-        raise TargetNotFoundError(
-            f"fault {fault_id} not found in {self.faults_dir} (see `hostchaos list --all`)")
+        return None
 
-    def find(self, fault_id: str) -> FaultRecord | None:
+    def _read_or_copy(self, path: Path) -> FaultRecord:
         try:
-            return self.load(fault_id)
-        except (TargetNotFoundError, JournalError):
-            return None
+            return self._read(path)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        try:
+            record = self._read(self.copy_of(path))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise RecordUnreadable(path, problem) from None
+        if record.id != path.name.removesuffix(".json"):
+            raise RecordUnreadable(path, problem + "; its copy names another fault")
+        record.salvaged = True
+        return record
 
     @staticmethod
     def _read(path: Path) -> FaultRecord:
-        data = json.loads(path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        data = json.loads(b"".join(chunks))
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return FaultRecord.from_dict(data)
@@ -245,41 +471,54 @@ class Journal:
         """Open records (and ended ones if asked), oldest first, plus unreadable ones."""
         good: list[FaultRecord] = []
         bad: list[UnreadableRecord] = []
-        paths = sorted(self.faults_dir.glob("*.json")) if self.faults_dir.is_dir() else []
-        ended = sorted(self.ended_dir.glob("*.json")) if self.ended_dir.is_dir() else []
+        paths = self._listing(self.faults_dir)
+        ended = self._listing(self.ended_dir)
         ended_names = {p.name for p in ended}
         paths = [p for p in paths if p.name not in ended_names]  # a crash mid-move
         for path in paths + (ended if include_ended else []):
             try:
-                good.append(self._read(path))
+                good.append(self._read_or_copy(path))
             except FileNotFoundError:
                 continue
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                bad.append(UnreadableRecord(path, f"{type(exc).__name__}: {exc}"))
+            except RecordUnreadable as exc:
+                bad.append(UnreadableRecord(path, exc.problem))
         good.sort(key=lambda r: r.created_at)
         return good, bad
 
-    def quarantine(self, bad: UnreadableRecord) -> Path:
-        """Move an unreadable record aside so it is reported once, never parsed again."""
-        target_dir = self.faults_dir / "quarantine"
-        target_dir.mkdir(exist_ok=True, mode=0o700)
-        target = target_dir / f"{bad.path.name}.{int(time.time())}"
-        os.rename(bad.path, target)
-        return target
+    @staticmethod
+    def _listing(directory: Path) -> list[Path]:
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise JournalError(f"cannot list {directory}: {exc.strerror}") from exc
+        return sorted(directory / n for n in names
+                      if n.endswith(".json") and not n.startswith("."))
 
     def stale_temp_files(self) -> list[Path]:
         """Temporary files left by a writer that died before its rename."""
         stale = []
-        for path in self.faults_dir.glob(".*.json.tmp.*"):
-            pid = path.name.rsplit(".", 1)[-1]
-            if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
-                stale.append(path)
-        return stale
+        for directory in (self.faults_dir, self.ended_dir):
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                if not name.startswith(".") or (".tmp." not in name and ".probe." not in name):
+                    continue
+                tail = name.split(".tmp.", 1)[-1] if ".tmp." in name \
+                    else name.split(".probe.", 1)[-1]
+                pid = tail.split(".", 1)[0]
+                if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
+                    stale.append(directory / name)
+        return sorted(stale)
 
     def remove(self, fault_id: str) -> None:
-        for ended in (True, False):
-            with contextlib.suppress(FileNotFoundError):
-                self.path_of(fault_id, ended=ended).unlink()
+        for path in (self.path_of(fault_id, ended=True), self.path_of(fault_id)):
+            for each in (path, self.copy_of(path)):
+                with contextlib.suppress(FileNotFoundError):
+                    each.unlink()
 
 
 class UndoLog:
@@ -287,7 +526,8 @@ class UndoLog:
 
     ``note(step, **data)`` appends to the record and persists it before
     returning, so a crash right after the change still leaves the way back on
-    disk. ``rollback`` reads the notes with :meth:`get` and :meth:`steps`.
+    disk; when the record cannot be written, ``note`` raises and the change is
+    never made. ``rollback`` reads the notes with :meth:`steps`.
     """
 
     def __init__(self, record: FaultRecord, journal: Journal | None) -> None:
@@ -297,26 +537,12 @@ class UndoLog:
     def note(self, step: str, **data: Any) -> None:
         self.record.undo.append({"step": step, **data})
         if self.journal is not None:
-            self.journal.save(self.record)
+            try:
+                self.journal.save(self.record)
+            except BaseException:
+                self.record.undo.pop()  # not on disk, so not done: rollback must not act on it
+                raise
         _test_pause_point(len(self.record.undo))
-
-    def update(self, step: str, **data: Any) -> None:
-        """Change the data of the latest note of ``step`` (e.g. to mark it done)."""
-        for entry in reversed(self.record.undo):
-            if entry["step"] == step:
-                entry.update(data)
-                break
-        else:
-            self.record.undo.append({"step": step, **data})
-        if self.journal is not None:
-            self.journal.save(self.record)
-
-    def get(self, step: str) -> dict[str, Any] | None:
-        for entry in reversed(self.record.undo):
-            if entry["step"] == step:
-                found: dict[str, Any] = entry
-                return found
-        return None
 
     def steps(self, step: str) -> list[dict[str, Any]]:
         return [entry for entry in self.record.undo if entry["step"] == step]

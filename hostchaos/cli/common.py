@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from hostchaos.errors import SpecError
+
+if TYPE_CHECKING:
+    from hostchaos.engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,7 +40,7 @@ def json_option(func: F) -> F:
                         help="Print machine-readable JSON on stdout.")(func)
 
 
-def make_engine() -> Any:
+def make_engine() -> Engine:
     from hostchaos import guardian
     from hostchaos.config import Config
     from hostchaos.engine import Engine

@@ -17,18 +17,27 @@ def list_faults(include_ended: bool, as_json: bool) -> None:
     """List open faults (with --all, ended ones too)."""
     from hostchaos.cli.output import emit_json, record_summary, remaining, table
 
-    records = make_engine().list(include_ended=include_ended)
+    records, unreadable = make_engine().listing(include_ended=include_ended)
+    damaged = [{"id": bad.fault_id, "state": "unreadable", "path": str(bad.path),
+                "problem": bad.problem} for bad in unreadable]
     if as_json:
-        emit_json([record_summary(r) for r in records])
+        emit_json([record_summary(r) for r in records] + damaged)
         return
-    if not records:
+    if not records and not damaged:
         click.echo("no faults" if include_ended else "no open faults")
         return
     rows = []
     for record in records:
         summary = record_summary(record)
-        rows.append([record.id, record.kind, record.state, summary["target"], remaining(record)])
+        state = record.state + (" (record damaged, read from its copy)" if record.salvaged
+                                else "")
+        rows.append([record.id, record.kind, state, summary["target"], remaining(record)])
+    for bad in damaged:
+        rows.append([bad["id"], "?", "UNREADABLE", bad["path"], "?"])
     click.echo(table(rows, ["ID", "KIND", "STATE", "TARGET", "LEFT"]))
+    for bad in damaged:
+        click.echo(f"unreadable record {bad['path']}: {bad['problem']}; the host may still carry "
+                   "its fault", err=True)
 
 
 @click.command()
@@ -116,8 +125,10 @@ def rollback(fault_id: str | None, everything: bool, as_json: bool) -> None:
 def sweep(as_json: bool) -> None:
     """Roll back faults whose deadline or lease passed or whose guardian is gone.
 
-    Also closes records that a reboot already undid and moves unreadable
-    records aside. Run at boot and as the daemon's ExecStopPost.
+    Also closes records that a reboot already undid. A damaged record is
+    rolled back from its copy; one that cannot be read at all is reported
+    (exit 7) and left in place for an operator. Run at boot and every minute
+    by hostchaos-sweep.timer.
     """
     from hostchaos.cli.output import emit_json
 
@@ -132,8 +143,6 @@ def sweep(as_json: bool) -> None:
             click.echo(f"rolled back {item['id']}: {item['reason']}")
         for fault_id in report.closed_by_reboot:
             click.echo(f"closed {fault_id}: the reboot removed it")
-        for item in report.quarantined:
-            click.echo(f"unreadable record {item['path']} moved to {item['moved_to']}")
         for item in report.failed:
             click.echo(f"FAILED {item['id']}: {item['error']}", err=True)
         click.echo(f"sweep: {len(report.rolled_back)} rolled back, "

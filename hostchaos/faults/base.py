@@ -4,6 +4,12 @@ A kind is a pair: a ``<Name>Spec`` (a frozen dataclass that validates itself in
 ``__post_init__`` and touches nothing) and a ``<Name>Fault`` that applies and
 rolls back that spec through ``hostchaos.system``. Only the engine calls
 ``apply`` and ``rollback``.
+
+The engine drives a fault in this order: ``resolve`` (find the target: may be
+slow, runs without the state lock), then under the lock ``conflicts`` against
+every other open fault (:class:`Peer`), ``preflight`` and ``apply``. Rollback
+works from the undo notes alone (``self.spec`` may be None there: a record
+written by another version may hold a spec this version no longer accepts).
 """
 
 from __future__ import annotations
@@ -37,6 +43,16 @@ class Spec:
         raise NotImplementedError
 
 
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """Another open fault, as its journal record describes it."""
+
+    id: str
+    kind: str
+    spec: Spec | None  # None when the stored spec no longer validates
+    notes: list[dict[str, Any]]
+
+
 class Fault(ABC):
     """An applied (or about to be applied) fault of one kind.
 
@@ -51,21 +67,44 @@ class Fault(ABC):
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
+        self.peers: list[Peer] = []  # the other open faults, set by the engine before preflight
+
+    def peer_notes(self) -> list[dict[str, Any]]:
+        """The undo notes of every other open fault, each tagged with its fault id."""
+        return [{"fault": peer.id, **note} for peer in self.peers for note in peer.notes]
+
+    @classmethod
+    def for_rollback(cls) -> Self:
+        """A fault with no spec, for rolling back a record whose spec no longer validates."""
+        fault = cls.__new__(cls)
+        Fault.__init__(fault, None)  # type: ignore[arg-type]
+        return fault
 
     @abstractmethod
     def describe(self) -> str:
         """One line: what will be done, to what."""
 
+    def resolve(self) -> None:  # noqa: B027 - optional hook
+        """Find the target (container runtimes, systemd, DNS ...): may be slow; changes nothing.
+
+        Runs before the state lock is taken, so a slow lookup never holds up a
+        rollback.
+        """
+
     def preflight(self) -> None:  # noqa: B027 - optional hook
-        """Check target and host capabilities without changing anything; raise on a problem."""
+        """Check target and host capabilities without changing anything; raise on a problem.
+
+        Runs under the state lock, after :meth:`resolve`; keep it to quick
+        kernel reads.
+        """
 
     @classmethod
     def warm_up(cls) -> None:
         """Import what rollback needs now, so a guardian rolls back without delay later."""
         return None
 
-    def conflicts(self, other: Spec) -> str | None:
-        """Why this fault cannot coexist with an active fault of ``other`` spec, or None."""
+    def conflicts(self, peer: Peer) -> str | None:
+        """Why this fault cannot coexist with the open fault ``peer``, or None."""
         return None
 
     @abstractmethod
@@ -74,7 +113,7 @@ class Fault(ABC):
 
     @abstractmethod
     def rollback(self, undo: UndoLog) -> None:
-        """Undo using only the spec and the notes. Idempotent; "already gone" is success."""
+        """Undo using only the notes. Idempotent; "already gone" is success."""
 
     def observe(self, undo: UndoLog) -> dict[str, Any]:
         """Live kernel state of the fault, for `status`."""

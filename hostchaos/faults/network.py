@@ -15,7 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hostchaos.errors import PreconditionError, SpecError, TargetNotFoundError
-from hostchaos.faults.base import Fault, Spec, require
+from hostchaos.faults.base import Fault, Peer, Spec, require
 from hostchaos.journal import UndoLog
 
 if TYPE_CHECKING:
@@ -97,8 +97,9 @@ class NetworkSpec(Spec):
                 object.__setattr__(self, name, tuple(value))
         require(bool(_IFNAME.fullmatch(self.iface)), f"interface name {self.iface!r} is not valid")
         if self.netns is not None:
-            require(bool(_NETNS.fullmatch(self.netns)),
-                    f"network namespace name {self.netns!r} is not valid")
+            require(bool(_NETNS.fullmatch(self.netns)) and self.netns not in (".", ".."),
+                    f"network namespace name {self.netns!r} is not valid (a name from "
+                    "`ip netns list`, not a path)")
         require(self.netns is None or self.pid is None,
                 "give at most one of --netns, --pid and --container")
         if self.pid is not None:
@@ -242,11 +243,6 @@ class NetworkFault(Fault):
     """Common mechanism of the network kinds (see each kind's docstring)."""
 
     spec: NetworkSpec
-    peers: list[dict[str, Any]]
-
-    def __init__(self, spec: Spec) -> None:
-        super().__init__(spec)
-        self.peers = []  # undo notes of other open faults, set by the engine
 
     # -- what each kind provides ---------------------------------------------
     leaf_kind: ClassVar[str] = "netem"
@@ -300,7 +296,8 @@ class NetworkFault(Fault):
                 raise PreconditionError(f"ingress faults need the ifb module: {ifb.detail}; "
                                         f"{ifb.fix}")
 
-    def conflicts(self, other: Spec) -> str | None:
+    def conflicts(self, peer: Peer) -> str | None:
+        other = peer.spec
         if isinstance(other, NetworkSpec) and self.spec.overlaps(other):
             return (f"{other.selector_label()} on {other.target_label()} "
                     f"({other.direction})")
@@ -353,7 +350,7 @@ class NetworkFault(Fault):
 
     # -- apply / rollback -----------------------------------------------------------
     def _claimed_slots(self, device: str) -> set[int]:
-        return {int(n["slot"]) for n in self.peers if n.get("step") == "class"
+        return {int(n["slot"]) for n in self.peer_notes() if n.get("step") == "class"
                 and n.get("device") == device and n.get("where") == self.spec.where()}
 
     def apply(self, undo: UndoLog) -> None:
@@ -390,7 +387,7 @@ class NetworkFault(Fault):
                 tree.add_filters(slot, filters)
 
     def _inherited_snapshot(self, device: str) -> dict[str, list[str]] | None:
-        for note in self.peers:
+        for note in self.peer_notes():
             if (note.get("step") == "root" and note.get("device") == device
                     and note.get("snapshot")):
                 snapshot: dict[str, list[str]] = note["snapshot"]
@@ -431,7 +428,7 @@ class NetworkFault(Fault):
             tree = ns.tree(device)
         except TargetNotFoundError:
             return
-        if not tree.is_ours() and not any(n.get("device") == device for n in self.peers
+        if not tree.is_ours() and not any(n.get("device") == device for n in self.peer_notes()
                                           if n.get("step") == "class"):
             tree.restore(snapshot)
 

@@ -33,7 +33,7 @@ from hostchaos.errors import (
     SpecError,
     TargetNotFoundError,
 )
-from hostchaos.faults.base import Fault, Spec, require
+from hostchaos.faults.base import Fault, Peer, Spec, require
 from hostchaos.journal import UndoLog
 
 if TYPE_CHECKING:
@@ -306,11 +306,9 @@ class CgroupLimitFault(Fault):
 
     spec: CgroupTargetSpec
     controller: ClassVar[str]
-    peers: list[dict[str, Any]]
 
     def __init__(self, spec: Spec) -> None:
         super().__init__(spec)
-        self.peers = []  # undo notes of the other open faults, set by the engine
         self._target: _Target | None = None
 
     # -- what each kind writes ---------------------------------------------------------
@@ -334,14 +332,19 @@ class CgroupLimitFault(Fault):
         return Cgroups()
 
     # -- resolution ------------------------------------------------------------------------
-    def preflight(self) -> None:
+    def resolve(self) -> None:
+        """Find the cgroup (asking container runtimes or systemd): outside the state lock."""
         _need_root(self.spec.kind)
         fs = self._fs()
         hierarchy = fs.require(self.controller)
         self.check_host(fs)
-        target = self._resolve(fs, hierarchy)
-        self._refuse_peers(target)
-        self._target = target
+        self._target = self._resolve(fs, hierarchy)
+
+    def preflight(self) -> None:
+        if self._target is None:
+            self.resolve()
+        assert self._target is not None
+        self._refuse_peers(self._target)
 
     def _resolve(self, fs: Cgroups, hierarchy: Hierarchy) -> _Target:
         s = self.spec
@@ -441,13 +444,13 @@ class CgroupLimitFault(Fault):
 
     def _peer_enables(self, ref: CgroupRef) -> list[dict[str, Any]]:
         """Enable notes of other open faults for ``ref`` and this controller."""
-        return [n for n in self.peers if n.get("step") == "enable"
+        return [n for n in self.peer_notes() if n.get("step") == "enable"
                 and n.get("controller") == self.controller
                 and n["cgroup"]["mount"] == str(ref.hierarchy.mount)
                 and n["cgroup"]["path"] == ref.path][:1]
 
     def _refuse_peers(self, target: _Target) -> None:
-        for note in self.peers:
+        for note in self.peer_notes():
             if note.get("kind") != self.spec.kind:
                 continue
             if note.get("step") == "limit" and not target.move \
@@ -461,8 +464,8 @@ class CgroupLimitFault(Fault):
                 raise ConflictError(f"process {self.spec.pid} already carries "
                                     f"{self.spec.kind} fault {note.get('fault')}")
 
-    def conflicts(self, other: Spec) -> str | None:
-        if isinstance(self.spec, CgroupTargetSpec) and self.spec.same_target(other):
+    def conflicts(self, peer: Peer) -> str | None:
+        if peer.spec is not None and self.spec.same_target(peer.spec):
             return f"{self.spec.target_label()} ({self.spec.kind} limit)"
         return None
 
@@ -813,11 +816,9 @@ class NofileFault(Fault):
     kind = "nofile"
     spec_type = NofileSpec
     spec: NofileSpec
-    peers: list[dict[str, Any]]
 
     def __init__(self, spec: Spec) -> None:
         super().__init__(spec)
-        self.peers = []
         self._targets: list[tuple[int, int]] | None = None
 
     @classmethod
@@ -831,7 +832,8 @@ class NofileFault(Fault):
         return (f"set the open-files limit (RLIMIT_NOFILE) of {s.target_label()} to "
                 f"soft {s.soft}, {hard}")
 
-    def conflicts(self, other: Spec) -> str | None:
+    def conflicts(self, peer: Peer) -> str | None:
+        other = peer.spec
         if not isinstance(other, NofileSpec):
             return None
         s = self.spec
@@ -843,7 +845,8 @@ class NofileFault(Fault):
             return f"{s.target_label()} (open-files limit)"
         return None
 
-    def preflight(self) -> None:
+    def resolve(self) -> None:
+        """Find the processes and read their limits: outside the state lock."""
         from hostchaos.system import procs, rlimits
 
         _need_root("nofile")
@@ -872,15 +875,21 @@ class NofileFault(Fault):
                     f"--hard {s.hard} would change the hard limit {_rlim(hard)} of process "
                     f"{pid}, and only CAP_SYS_RESOURCE can raise a hard limit (back): this "
                     "process lacks it; give --soft alone")
-            for note in self.peers:
-                if note.get("step") == "rlimit" and note.get("pid") == pid \
-                        and note.get("start_ticks") == ticks:
-                    raise ConflictError(f"process {pid} already carries nofile fault "
-                                        f"{note.get('fault')}")
             targets.append((pid, ticks))
         if not targets:
             raise TargetNotFoundError(f"{s.target_label()}: every target process is gone")
         self._targets = targets
+
+    def preflight(self) -> None:
+        if self._targets is None:
+            self.resolve()
+        assert self._targets is not None
+        for pid, ticks in self._targets:
+            for note in self.peer_notes():
+                if note.get("step") == "rlimit" and note.get("pid") == pid \
+                        and note.get("start_ticks") == ticks:
+                    raise ConflictError(f"process {pid} already carries nofile fault "
+                                        f"{note.get('fault')}")
 
     def _resolve(self) -> list[int]:
         from hostchaos.system import procs

@@ -99,7 +99,7 @@ def test_guardian_is_detached_and_enforces_the_deadline(
 
     monkeypatch.setenv("HOSTCHAOS_STATE_DIR", str(state_dir))
     journal = Journal(state_dir)
-    journal.ensure_writable()
+    journal.prepare()
     now = time.time()
     record = FaultRecord(
         id="hc-latency-0000abcd", kind="latency",
@@ -133,7 +133,7 @@ def test_engine_conflict_on_same_interface_is_checked_before_preflight(
     pair: NetnsPair, state_dir: Path
 ) -> None:
     journal = Journal(state_dir)
-    journal.ensure_writable()
+    journal.prepare()
     now = time.time()
     spec = LatencySpec(iface=pair.iface_a, netns=pair.a, ms=10)
     record = FaultRecord(id="hc-latency-00001111", kind="latency", spec=spec.to_dict(),

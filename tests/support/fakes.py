@@ -1,8 +1,10 @@
 """A fake fault kind whose "host" is a JSON file, for engine tests without a kernel.
 
-The fake host is a dict ``{"items": {...}}``; applying adds ``steps`` items one
-at a time (each after an undo note), rollback removes the noted ones. Failures
-can be injected at any apply step or in rollback.
+The fake host is a JSON object; applying adds ``steps`` items one at a time
+(each after an undo note), rollback removes the noted ones, using the notes
+alone. Failures can be injected at any apply step, and in rollback (the host
+then carries ``refuse-rollback`` until a test removes it, like an operator
+fixing the cause).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hostchaos.errors import ApplyError
-from hostchaos.faults.base import Fault, Spec, require
+from hostchaos.faults.base import Fault, Peer, Spec, require
 from hostchaos.journal import UndoLog
 
 
@@ -31,6 +33,10 @@ class FakeSpec(Spec):
 
     def target_label(self) -> str:
         return self.target
+
+
+#: a host item that makes the fake's rollback fail until an "operator" removes it
+REFUSE_ROLLBACK = "refuse-rollback"
 
 
 class FakeHost:
@@ -56,7 +62,8 @@ class FakeFault(Fault):
     def describe(self) -> str:
         return f"fake fault on {self.spec.target}"
 
-    def conflicts(self, other: Spec) -> str | None:
+    def conflicts(self, peer: Peer) -> str | None:
+        other = peer.spec
         if isinstance(other, FakeSpec) and other.target == self.spec.target:
             return f"target {other.target}"
         return None
@@ -65,21 +72,24 @@ class FakeFault(Fault):
         host = FakeHost(Path(self.spec.host_file))
         for step in range(self.spec.steps):
             key = f"{self.spec.target}-{step}"
-            undo.note("item", key=key)
+            undo.note("item", key=key, host_file=self.spec.host_file)
             if self.spec.fail_at_step == step:
                 raise ApplyError(f"kernel said no at step {step}")
             data = host.read()
             data[key] = True
+            if self.spec.fail_rollback:
+                data[REFUSE_ROLLBACK] = True
             host.write(data)
 
     def rollback(self, undo: UndoLog) -> None:
-        if self.spec.fail_rollback:
-            raise OSError("rollback refused")
-        host = FakeHost(Path(self.spec.host_file))
-        data = host.read()
+        """From the notes alone, as every kind's rollback must be."""
         for note in undo.steps("item"):
+            host = FakeHost(Path(note["host_file"]))
+            data = host.read()
+            if data.get(REFUSE_ROLLBACK):
+                raise OSError("rollback refused")
             data.pop(note["key"], None)
-        host.write(data)
+            host.write(data)
 
     def observe(self, undo: UndoLog) -> dict[str, Any]:
         data = FakeHost(Path(self.spec.host_file)).read()
@@ -92,3 +102,11 @@ def factory(kind: str, spec: dict[str, Any]) -> Fault:
     from hostchaos import faults
 
     return faults.build(kind, spec)
+
+
+def fault_class(kind: str) -> type[Fault]:
+    if kind == "fake":
+        return FakeFault
+    from hostchaos import faults
+
+    return faults.fault_class(kind)

@@ -14,7 +14,7 @@ from hostchaos.engine import Engine
 from hostchaos.errors import ApplyError, ConflictError, RollbackError, SpecError
 from hostchaos.journal import FaultRecord, Journal
 from hostchaos.system.procs import ProcessRef
-from tests.support.fakes import FakeSpec, factory
+from tests.support.fakes import REFUSE_ROLLBACK, FakeSpec, factory, fault_class
 
 
 class Clock:
@@ -47,7 +47,8 @@ def engine(state_dir: Path, clock: Clock, guardians: list[subprocess.Popen[bytes
         guardians.append(subprocess.Popen(["sleep", "600"]))
         return ProcessRef.of(guardians[-1].pid)
 
-    return Engine(Config(state_dir=state_dir), fault_factory=factory, spawn_guardian=spawn,
+    return Engine(Config(state_dir=state_dir), fault_factory=factory, fault_class=fault_class,
+                  spawn_guardian=spawn,
                   clock=clock)
 
 
@@ -79,7 +80,7 @@ def test_failed_apply_rolls_back_partial_work(engine: Engine, host: Path) -> Non
     with pytest.raises(ApplyError, match="step 2"):
         engine.inject(FakeSpec(host_file=str(host), fail_at_step=2))
     assert host_items(host) == {}
-    (record,) = engine.list(include_ended=True)
+    (record,), _ = engine.listing(include_ended=True)
     assert record.state == "failed"
     assert [e["state"] for e in record.events] == ["pending", "applying", "rolling-back", "failed"]
 
@@ -93,8 +94,9 @@ def test_rollback_failure_is_sticky_and_retried_by_sweep(
     stored = Journal(state_dir).load(record.id)
     assert stored.state == "rollback-failed" and stored.is_open
     # the operator fixes the cause; sweep retries and succeeds
-    stored.spec["fail_rollback"] = False
-    Journal(state_dir).save(stored)
+    items = host_items(host)
+    del items[REFUSE_ROLLBACK]
+    host.write_text(json.dumps(items))
     report = engine.sweep()
     assert report.rolled_back == [{"id": record.id, "reason": "retrying a failed rollback"}]
     assert host_items(host) == {}
@@ -103,7 +105,7 @@ def test_rollback_failure_is_sticky_and_retried_by_sweep(
 def test_duration_cap_and_default(engine: Engine, host: Path) -> None:
     with pytest.raises(SpecError, match="above the cap"):
         engine.inject(FakeSpec(host_file=str(host)), duration=3601)
-    assert not host.exists() and engine.list(include_ended=True) == []
+    assert not host.exists() and engine.listing(include_ended=True) == ([], [])
     record = engine.inject(FakeSpec(host_file=str(host)))
     assert record.expires_at - record.created_at == pytest.approx(60)
 
@@ -163,13 +165,13 @@ def test_sweep_rolls_back_fault_whose_applier_died_mid_apply(
     engine: Engine, host: Path, state_dir: Path
 ) -> None:
     journal = Journal(state_dir)
-    journal.ensure_writable()
+    journal.prepare()
     record = FaultRecord(id="hc-fake-0000dead", kind="fake", spec={"host_file": str(host)},
                          boot_id=engine_boot(), created_at=engine.clock(),
                          expires_at=engine.clock() + 60, survives_reboot=False,
                          state="applying", applier=ProcessRef(pid=1, start_ticks=123456789),
                          guardian=ProcessRef.current(),
-                         undo=[{"step": "item", "key": "t1-0"}])
+                         undo=[{"step": "item", "key": "t1-0", "host_file": str(host)}])
     journal.save(record)
     host.write_text(json.dumps({"t1-0": True}))
     report = engine.sweep()
@@ -198,11 +200,15 @@ def test_sweep_closes_records_from_another_boot(
 
 
 def test_sweep_survives_torn_records(engine: Engine, host: Path, state_dir: Path) -> None:
+    """A record nobody can read is reported (and kept); the others are swept as usual."""
     ok = engine.inject(FakeSpec(host_file=str(host)), duration=5)
-    (state_dir / "faults" / "hc-fake-torn0000.json").write_bytes(b'{"id": "hc-fake-to')
+    torn = state_dir / "faults" / "hc-fake-torn0000.json"
+    torn.write_bytes(b'{"id": "hc-fake-to')
     (state_dir / "faults" / ".hc-fake-x.json.tmp.999999999").write_bytes(b"{")
     engine.clock.now += 10  # type: ignore[attr-defined]
     report = engine.sweep()
-    assert [q["path"].rsplit("/", 1)[-1] for q in report.quarantined] == ["hc-fake-torn0000.json"]
+    assert [u["path"] for u in report.unreadable] == [str(torn)]
+    assert [f["id"] for f in report.failed] == ["hc-fake-torn0000"]
     assert report.rolled_back == [{"id": ok.id, "reason": "deadline reached"}]
+    assert torn.exists()  # left for an operator, never hidden
     assert not (state_dir / "faults" / ".hc-fake-x.json.tmp.999999999").exists()

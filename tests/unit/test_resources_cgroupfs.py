@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hostchaos.faults.base import Peer
 from hostchaos.faults.resources import CpuSpec, MemoryFault, MemorySpec, _Target
 from hostchaos.system import cgroups
 from hostchaos.system.cgroups import CgroupRef, Cgroups
@@ -97,7 +98,7 @@ def v2(tmp_path: Path) -> Cgroups:
 
 def place(fs: Cgroups, origin: str, peers: list[dict[str, object]] | None = None) -> _Target:
     fault = MemoryFault(MemorySpec(pid=77, max_bytes=1 << 26))
-    fault.peers = peers or []
+    fault.peers = [Peer("hc-memory-1", "memory", None, [n for n in peers or []])]
     hierarchy = fs.hierarchies[0]
     target = _Target(hierarchy, True, CgroupRef(hierarchy, origin))
     fault._place_v2(fs, target)
@@ -139,7 +140,7 @@ def test_v2_empty_parent_gets_the_controller_enabled_on_the_way(v2: Cgroups) -> 
 def test_v2_adopts_a_peer_faults_enable_note(v2: Cgroups) -> None:
     (v2.root / "cgroup.subtree_control").write_text("memory")
     root = CgroupRef(v2.hierarchies[0], "/")
-    peer = {"step": "enable", "kind": "memory", "fault": "hc-memory-1", "controller": "memory",
+    peer = {"fault": "hc-memory-1", "step": "enable", "kind": "memory", "controller": "memory",
             "cgroup": root.to_note(), "children_before": []}
     target = place(v2, "/", peers=[peer])
     assert target.enable == [] and target.adopt == [peer]

@@ -6,6 +6,7 @@ import pytest
 
 from hostchaos import faults
 from hostchaos.errors import SpecError
+from hostchaos.faults.base import Peer, Spec
 from hostchaos.faults.resources import (
     PAGE_SIZE,
     CpuSpec,
@@ -133,14 +134,18 @@ def test_journal_round_trip_and_describe(spec: CpuSpec) -> None:
     assert fault.__doc__ and "Rollback" in fault.__doc__ and "Example" in fault.__doc__
 
 
+def peer(spec: Spec) -> Peer:
+    return Peer("hc-x-00000000", spec.kind, spec, [])
+
+
 def test_conflicts_same_kind_same_target_only() -> None:
     cpu = faults.build("cpu", CpuSpec(pid=42, limit=25).to_dict())
-    assert cpu.conflicts(CpuSpec(pid=42, limit=50)) == "pid 42 (cpu limit)"
-    assert cpu.conflicts(CpuSpec(pid=43, limit=50)) is None
-    assert cpu.conflicts(PidsSpec(pid=42, max=5)) is None  # another kind may share the target
+    assert cpu.conflicts(peer(CpuSpec(pid=42, limit=50))) == "pid 42 (cpu limit)"
+    assert cpu.conflicts(peer(CpuSpec(pid=43, limit=50))) is None
+    assert cpu.conflicts(peer(PidsSpec(pid=42, max=5))) is None  # another kind may share it
     nofile = faults.build("nofile", NofileSpec(pids=(1, 2), soft=5).to_dict())
-    assert nofile.conflicts(NofileSpec(pids=(2, 3), soft=9)) == "pid 2 (open-files limit)"
-    assert nofile.conflicts(NofileSpec(name="x", soft=9)) is None
+    assert nofile.conflicts(peer(NofileSpec(pids=(2, 3), soft=9))) == "pid 2 (open-files limit)"
+    assert nofile.conflicts(peer(NofileSpec(name="x", soft=9))) is None
 
 
 def test_describe_names_mechanism() -> None:
