@@ -131,8 +131,12 @@ def watch(fault_id: str, kind: str, spawner: ProcessRef) -> int:
         except RecordUnreadable as exc:
             if not warned:
                 _log(f"record of {fault_id} became unreadable ({exc.problem}); "
-                     "enforcing its last good copy")
+                     + ("enforcing its last good copy" if last_good else
+                        "waiting for it to become readable (sweep reports it)"))
                 warned = True
+            if last_good is None:  # it exists, so a fault may: never leave it unguarded
+                time.sleep(POLL_SECONDS)
+                continue
             record = last_good
         if record is None:
             if last_good is None:
