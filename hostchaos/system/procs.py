@@ -215,3 +215,40 @@ def find_by_name(name: str) -> list[int]:
         if argv and os.path.basename(argv[0]) == name and exists(pid):
             found.append(pid)
     return found
+
+
+def ancestors(pid: int) -> list[int]:
+    """The parent, grandparent ... of ``pid`` up to (and including) PID 1."""
+    chain = []
+    seen = {pid}
+    current = parent_pid(pid)
+    while current and current not in seen:
+        chain.append(current)
+        seen.add(current)
+        current = parent_pid(current)
+    return chain
+
+
+def send_signal(ref: ProcessRef, signum: int) -> bool:
+    """Signal the process ``ref`` names, through a pidfd; False if it is gone.
+
+    The pidfd pins the process that holds the PID when it is opened; reading
+    the start time *after* opening proves that process is ``ref`` and not a
+    newer one that got the PID after ``ref`` exited, so a reused PID is never
+    signalled.
+    """
+    import signal
+
+    try:
+        fd = os.pidfd_open(ref.pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if start_ticks(ref.pid) != ref.start_ticks:
+            return False
+        signal.pidfd_send_signal(fd, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)

@@ -1,0 +1,141 @@
+"""Quantities every kind reads from the command line: durations, sizes, rates, percentages.
+
+One parser per quantity, used by every kind, so ``--max 1G``, ``--burst 32k``
+and ``--size 2G`` mean the same thing, and a value that is not finite or is
+out of range is one clear :class:`SpecError` naming the option.
+
+- Durations: ``30s``, ``5m``, ``1h30m``, ``250ms``, or plain seconds.
+- Sizes: binary units, any case, with or without ``B``/``iB``: ``512``,
+  ``32k``, ``256M``, ``1.5GiB``, ``2g`` (K = 1024 bytes).
+- Rates: bits per second with ``bit``/``kbit``/``mbit``/``gbit``/``tbit``, or
+  bytes per second with ``bps``/``kbps``/``mbps``/``gbps`` (decimal, as tc
+  reads them): ``1mbit``, ``500kbit``, ``10mbps``.
+- Percentages: ``25`` or ``25%``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from hostchaos.errors import SpecError
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
+_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps|tbps)?",
+                   re.IGNORECASE)
+_RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12, "bps": 8,
+               "kbps": 8e3, "mbps": 8e6, "gbps": 8e9, "tbps": 8e12}
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%?")
+
+#: the largest size any kind accepts (2^62 bytes: beyond every kernel field hostchaos writes)
+MAX_BYTES = 2**62
+
+
+# -- durations -------------------------------------------------------------------------
+
+
+def parse_duration(text: str, *, what: str = "duration") -> float:
+    """Seconds for ``text``; plain numbers are seconds. Must be > 0."""
+    raw = text.strip().lower()
+    if _NUMBER.fullmatch(raw):
+        seconds = float(raw)
+    else:
+        parts = _DURATION_PART.findall(raw)
+        if not parts or "".join(n + u for n, u in parts) != raw:
+            raise SpecError(
+                f"{what} {text!r} is not a duration (use e.g. 30s, 5m, 1h, 1h30m or seconds)")
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise SpecError(f"{what} {text!r} must be greater than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form: ``59s``, ``5m``, ``1h2m``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    out = ""
+    if hours:
+        out += f"{hours}h"
+    if minutes:
+        out += f"{minutes}m"
+    if secs or not out:
+        out += f"{secs}s"
+    return out
+
+
+# -- sizes -----------------------------------------------------------------------------
+
+
+def parse_size(text: str, *, what: str = "size", maximum: int = MAX_BYTES) -> int:
+    """Bytes for ``256M``, ``1G``, ``1.5GiB``, ``32k`` or ``4096`` (binary units, any case)."""
+    match = _SIZE.fullmatch(str(text).strip())
+    if not match:
+        raise SpecError(f"{what} {text!r} is not a size (use e.g. 4096, 32k, 256M, 1G)")
+    number, unit, _ = match.groups()
+    value = float(number) * _SIZE_UNITS[unit.lower()]
+    if not math.isfinite(value) or value > maximum:
+        raise SpecError(f"{what} {text!r} is too large (at most {format_size(maximum)})")
+    return int(value)
+
+
+def format_size(n: int) -> str:
+    """``256M``, ``1G``, ``1.5G``, ``100B``: exact where the number allows."""
+    for suffix, scale in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{suffix}"
+    for suffix, scale in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f}{suffix}"
+    return f"{n}B"
+
+
+# -- rates -----------------------------------------------------------------------------
+
+
+def parse_rate(text: str, *, what: str = "--rate", minimum: int = 8000,
+               maximum: int = 10**13) -> int:
+    """Bits per second from ``1mbit``, ``500kbit``, ``10mbps`` (bytes/s) or plain bits."""
+    found = _RATE.fullmatch(str(text).strip())
+    if found is None:
+        raise SpecError(f"{what} {text!r} is not a rate (e.g. 1mbit, 500kbit, 10mbps)")
+    bits = float(found.group(1)) * _RATE_UNITS[(found.group(2) or "bit").lower()]
+    if not math.isfinite(bits) or bits > maximum:
+        raise SpecError(f"{what} {text!r} is above the maximum of {format_rate(maximum)}")
+    if bits < minimum:
+        raise SpecError(f"{what} {text!r} is below the minimum of {format_rate(minimum)}")
+    return int(bits)
+
+
+def format_rate(bits: float) -> str:
+    for suffix, scale in (("tbit", 1e12), ("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
+        if bits >= scale:
+            return f"{bits / scale:g}{suffix}"
+    return f"{bits:g}bit"
+
+
+# -- percentages -----------------------------------------------------------------------
+
+
+def parse_percent(text: str, *, what: str = "percentage") -> float:
+    """``25%`` or ``25`` -> 25.0."""
+    match = _PERCENT.fullmatch(str(text).strip())
+    if not match or not math.isfinite(float(match.group(1))):
+        raise SpecError(f"{what} {text!r} is not a percentage (use e.g. 25% or 150%)")
+    return float(match.group(1))
+
+
+def check_percent(value: float, what: str, *, allow_zero: bool = False,
+                  maximum: float = 100.0) -> None:
+    """SpecError unless ``value`` is in (0, maximum], or [0, maximum] with ``allow_zero``."""
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (math.isfinite(value) and low_ok and value <= maximum):
+        low = "between 0" if allow_zero else "above 0"
+        raise SpecError(f"{what} must be {low} and {maximum:g}, got {value:g}")
