@@ -40,7 +40,8 @@ from hostchaos.errors import (
     SpecError,
 )
 from hostchaos.faults.base import Fault, Peer, Spec
-from hostchaos.journal import (
+from hostchaos.journal import Journal, UndoLog, UnreadableRecord
+from hostchaos.records import (
     ACTIVE,
     APPLYING,
     FAILED,
@@ -49,9 +50,6 @@ from hostchaos.journal import (
     ROLLED_BACK,
     ROLLING_BACK,
     FaultRecord,
-    Journal,
-    UndoLog,
-    UnreadableRecord,
 )
 from hostchaos.system.procs import ProcessRef, boot_id
 

@@ -1,11 +1,14 @@
 """One exception tree for hostchaos.
 
 Every error a user can see is a :class:`HostchaosError`. Each class carries the
-process exit code and the HTTP status the API answers with, so the CLI and the
-daemon never decide those on their own.
+process exit code and the HTTP status the API answers with, so the command
+line and the API never decide those on their own. Messages are one line that
+names the object and, where there is one, the fix.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class HostchaosError(Exception):
@@ -15,61 +18,41 @@ class HostchaosError(Exception):
     http_status = 500
     label = "error"
 
+    def __init_subclass__(cls, *, exit_code: int | None = None, http_status: int | None = None,
+                          label: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.exit_code = exit_code if exit_code is not None else cls.exit_code
+        cls.http_status = http_status if http_status is not None else cls.http_status
+        cls.label = label or cls.label
+
     def to_dict(self) -> dict[str, object]:
         return {"type": self.label, "message": str(self), "exit_code": self.exit_code}
 
 
-class SpecError(HostchaosError):
+class SpecError(HostchaosError, exit_code=2, http_status=400, label="spec"):
     """Bad user input: a value out of range, an unparseable duration, a bad id."""
 
-    exit_code = 2
-    http_status = 400
-    label = "spec"
 
-
-class PreconditionError(HostchaosError):
+class PreconditionError(HostchaosError, exit_code=3, http_status=412, label="precondition"):
     """The host cannot do this: not root, kernel module missing, no controller."""
 
-    exit_code = 3
-    http_status = 412
-    label = "precondition"
 
-
-class TargetNotFoundError(HostchaosError):
+class TargetNotFoundError(HostchaosError, exit_code=4, http_status=404,
+                          label="target-not-found"):
     """The interface, namespace, process, container, path or fault is not there."""
 
-    exit_code = 4
-    http_status = 404
-    label = "target-not-found"
 
-
-class ConflictError(HostchaosError):
+class ConflictError(HostchaosError, exit_code=5, http_status=409, label="conflict"):
     """A foreign object is in the way, a fault overlaps, or the target is protected."""
 
-    exit_code = 5
-    http_status = 409
-    label = "conflict"
 
-
-class ApplyError(HostchaosError):
+class ApplyError(HostchaosError, exit_code=6, http_status=500, label="apply"):
     """The kernel refused the fault; what was already done has been rolled back."""
 
-    exit_code = 6
-    http_status = 500
-    label = "apply"
 
-
-class RollbackError(HostchaosError):
+class RollbackError(HostchaosError, exit_code=7, http_status=500, label="rollback"):
     """The host may still carry the fault; its record is kept for a retry."""
 
-    exit_code = 7
-    http_status = 500
-    label = "rollback"
 
-
-class JournalError(HostchaosError):
+class JournalError(HostchaosError, exit_code=8, http_status=503, label="journal"):
     """The state directory is unusable, so nothing may be injected."""
-
-    exit_code = 8
-    http_status = 503
-    label = "journal"

@@ -113,7 +113,8 @@ def watch(fault_id: str, kind: str, spawner: ProcessRef) -> int:
     from hostchaos.config import Config
     from hostchaos.engine import Engine, why_end
     from hostchaos.errors import HostchaosError
-    from hostchaos.journal import FaultRecord, RecordUnreadable
+    from hostchaos.journal import RecordUnreadable
+    from hostchaos.records import FaultRecord
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

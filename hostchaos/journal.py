@@ -34,41 +34,59 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
-import re
 import secrets
 import stat
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hostchaos.errors import ConflictError, JournalError, TargetNotFoundError
-from hostchaos.system.procs import ProcessRef
+from hostchaos.errors import JournalError, TargetNotFoundError
 
-FORMAT_VERSION = 2
-#: formats this version reads: 1 had no ``actor``
-READABLE_FORMATS = (1, 2)
-
-PENDING = "pending"
-APPLYING = "applying"
-ACTIVE = "active"
-ROLLING_BACK = "rolling-back"
-ROLLED_BACK = "rolled-back"
-ROLLBACK_FAILED = "rollback-failed"
-FAILED = "failed"  # apply failed and its partial work was rolled back
-
-OPEN_STATES = (PENDING, APPLYING, ACTIVE, ROLLING_BACK, ROLLBACK_FAILED)
-ENDED_STATES = (ROLLED_BACK, FAILED)
-STATES = OPEN_STATES + ENDED_STATES
-
-#: what a fault id may look like (hc-<kind>-<8 hex> in practice); anything else is not a fault
-FAULT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-#: how long a command waits for the state lock before saying who holds it
-LOCK_TIMEOUT = 30.0
+# the record model, re-exported: the journal is where records live
+from hostchaos.records import (
+    ACTIVE as ACTIVE,
+)
+from hostchaos.records import (
+    APPLYING as APPLYING,
+)
+from hostchaos.records import (
+    ENDED_STATES as ENDED_STATES,
+)
+from hostchaos.records import (
+    FAILED as FAILED,
+)
+from hostchaos.records import (
+    FAULT_ID as FAULT_ID,
+)
+from hostchaos.records import (
+    FORMAT_VERSION as FORMAT_VERSION,
+)
+from hostchaos.records import (
+    OPEN_STATES as OPEN_STATES,
+)
+from hostchaos.records import (
+    PENDING as PENDING,
+)
+from hostchaos.records import (
+    ROLLBACK_FAILED as ROLLBACK_FAILED,
+)
+from hostchaos.records import (
+    ROLLED_BACK as ROLLED_BACK,
+)
+from hostchaos.records import (
+    ROLLING_BACK as ROLLING_BACK,
+)
+from hostchaos.records import (
+    STATES as STATES,
+)
+from hostchaos.records import (
+    FaultRecord as FaultRecord,
+)
+from hostchaos.statelock import LOCK_TIMEOUT, StateLock
+from hostchaos.statelock import LockBusy as LockBusy
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -82,122 +100,6 @@ class RecordUnreadable(JournalError):
                          "back by hand if needed, then remove the file")
         self.path = path
         self.problem = problem
-
-
-class LockBusy(ConflictError):
-    """Another hostchaos command held the state lock for longer than the timeout."""
-
-    label = "busy"
-
-
-@dataclass
-class FaultRecord:
-    """Everything needed to judge and roll back one fault, as stored on disk."""
-
-    id: str
-    kind: str
-    spec: dict[str, Any]
-    boot_id: str
-    created_at: float
-    expires_at: float
-    survives_reboot: bool
-    state: str = PENDING
-    lease_seconds: float | None = None
-    lease_expires_at: float | None = None
-    undo: list[dict[str, Any]] = field(default_factory=list)
-    guardian: ProcessRef | None = None
-    applier: ProcessRef | None = None
-    #: the process changing the host for this fault right now (applying or rolling back)
-    actor: ProcessRef | None = None
-    error: str | None = None
-    ended_at: float | None = None
-    end_reason: str | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
-    #: not stored: the record was read from its copy because the file itself was damaged
-    salvaged: bool = field(default=False, compare=False)
-
-    @property
-    def is_open(self) -> bool:
-        return self.state in OPEN_STATES
-
-    def transition(self, state: str, reason: str | None = None) -> None:
-        self.state = state
-        event: dict[str, Any] = {"at": round(time.time(), 3), "state": state}
-        if reason:
-            event["reason"] = reason
-        self.events.append(event)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "id": self.id,
-            "kind": self.kind,
-            "state": self.state,
-            "spec": self.spec,
-            "boot_id": self.boot_id,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "lease_seconds": self.lease_seconds,
-            "lease_expires_at": self.lease_expires_at,
-            "survives_reboot": self.survives_reboot,
-            "undo": self.undo,
-            "guardian": self.guardian.to_dict() if self.guardian else None,
-            "applier": self.applier.to_dict() if self.applier else None,
-            "actor": self.actor.to_dict() if self.actor else None,
-            "error": self.error,
-            "ended_at": self.ended_at,
-            "end_reason": self.end_reason,
-            "events": self.events,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FaultRecord:
-        """A record from its stored form; ValueError/KeyError/TypeError if it is not one."""
-        version = data.get("format", 1)
-        if version not in READABLE_FORMATS:
-            raise ValueError(f"format {version!r} is not one this hostchaos reads "
-                             f"({', '.join(map(str, READABLE_FORMATS))}): written by a newer "
-                             "version?")
-        state = _typed(data, "state", str)
-        if state not in STATES:
-            raise ValueError(f"unknown state {state!r}")
-        undo = data.get("undo") or []
-        if not isinstance(undo, list) or not all(isinstance(n, dict) for n in undo):
-            raise TypeError("undo is not a list of notes")
-        fault_id = _typed(data, "id", str)
-        if not FAULT_ID.fullmatch(fault_id):
-            raise ValueError(f"bad fault id {fault_id!r}")
-        return cls(
-            id=fault_id,
-            kind=_typed(data, "kind", str),
-            spec=_typed(data, "spec", dict),
-            boot_id=_typed(data, "boot_id", str),
-            created_at=float(data["created_at"]),
-            expires_at=float(data["expires_at"]),
-            survives_reboot=bool(data["survives_reboot"]),
-            state=state,
-            lease_seconds=_opt_float(data.get("lease_seconds")),
-            lease_expires_at=_opt_float(data.get("lease_expires_at")),
-            undo=undo,
-            guardian=ProcessRef.from_dict(data.get("guardian")),
-            applier=ProcessRef.from_dict(data.get("applier")),
-            actor=ProcessRef.from_dict(data.get("actor")),
-            error=data.get("error"),
-            ended_at=_opt_float(data.get("ended_at")),
-            end_reason=data.get("end_reason"),
-            events=list(data.get("events") or []),
-        )
-
-
-def _typed(data: dict[str, Any], key: str, kind: type) -> Any:
-    value = data[key]
-    if not isinstance(value, kind):
-        raise TypeError(f"{key} is {type(value).__name__}, not {kind.__name__}")
-    return value
-
-
-def _opt_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -277,80 +179,13 @@ class Journal:
                                f"{stat.S_IMODE(info.st_mode):04o}); fix: chmod 700 {directory}")
 
     # -- the lock ------------------------------------------------------------
-    @contextlib.contextmanager
-    def locked(self, *, purpose: str = "", timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-        """Hold the state lock, waiting at most ``timeout`` seconds for it."""
-        try:
-            dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | _OPEN_FLAGS)
-        except FileNotFoundError:
-            self.prepare()
-            dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | _OPEN_FLAGS)
-        except OSError as exc:
-            raise JournalError(f"cannot open state directory {self.state_dir}: "
-                               f"{exc.strerror}") from exc
-        fds = [dir_fd]
-        try:
-            lock_fd, writable = self._open_lock_file()
-            if lock_fd is not None:
-                fds.append(lock_fd)
-            deadline = time.monotonic() + timeout
-            for fd in fds:  # always in this order: no two hostchaos processes deadlock
-                self._flock(fd, deadline)
-            if lock_fd is not None and writable:
-                self._write_holder(lock_fd, purpose)
-            yield
-        finally:
-            for fd in reversed(fds):
-                os.close(fd)
-
-    def _open_lock_file(self) -> tuple[int | None, bool]:
-        path = self.state_dir / "lock"
-        try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600), True
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise JournalError(f"{path} is a symlink; refusing to use it as the lock") \
-                    from exc
-        try:  # a read-only or full state directory: an existing lock file still locks
-            return os.open(path, os.O_RDONLY | _OPEN_FLAGS), False
-        except OSError:
-            return None, False  # the directory lock alone serialises then
-
-    def _flock(self, fd: int, deadline: float) -> None:
-        pause = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockBusy(f"the state lock of {self.state_dir} is held by "
-                                   f"{self.lock_holder()}; try again when it is done") from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.1)
-
-    @staticmethod
-    def _write_holder(fd: int, purpose: str) -> None:
-        me = ProcessRef.current()
-        text = f"{me.pid} {me.start_ticks} {purpose}\n".encode()
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, text, 0)
+    def locked(self, *, purpose: str = "", timeout: float = LOCK_TIMEOUT
+               ) -> contextlib.AbstractContextManager[None]:
+        """Hold the state lock (see :mod:`hostchaos.statelock`)."""
+        return StateLock(self.state_dir, self.prepare).locked(purpose=purpose, timeout=timeout)
 
     def lock_holder(self) -> str:
-        """Who holds the lock, as far as the lock file says (for messages)."""
-        try:
-            fd = os.open(self.state_dir / "lock", os.O_RDONLY | _OPEN_FLAGS)
-            try:
-                text = os.read(fd, 4096).decode(errors="replace").strip()
-            finally:
-                os.close(fd)
-            pid, ticks, purpose = [*text.split(" ", 2), "", ""][:3]
-            if ProcessRef(int(pid), int(ticks)).alive():
-                return f"pid {pid} ({purpose or 'hostchaos'})"
-        except (OSError, ValueError):
-            pass
-        return "another hostchaos process"
+        return StateLock(self.state_dir, self.prepare).lock_holder()
 
     # -- records -----------------------------------------------------------
     def path_of(self, fault_id: str, *, ended: bool = False) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from hostchaos.durations import format_duration
-from hostchaos.journal import FaultRecord
+from hostchaos.records import FaultRecord
 
 
 def emit_json(data: Any) -> None:

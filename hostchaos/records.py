@@ -1,0 +1,148 @@
+"""A fault's journal record: what it is, where it stands, and how to take it back out.
+
+A record is stored as one JSON object (see :mod:`hostchaos.journal`). It holds
+the kind and spec as asked (plus what resolving the target found), the
+deadline and lease, the undo notes the fault wrote before each change, who is
+acting on it, and a history of state changes. ``from_dict`` checks every field
+it relies on, so a damaged or foreign record is reported as unreadable rather
+than half-understood.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hostchaos.system.procs import ProcessRef
+
+FORMAT_VERSION = 2
+#: formats this version reads: 1 had no ``actor``
+READABLE_FORMATS = (1, 2)
+
+PENDING = "pending"
+APPLYING = "applying"
+ACTIVE = "active"
+ROLLING_BACK = "rolling-back"
+ROLLED_BACK = "rolled-back"
+ROLLBACK_FAILED = "rollback-failed"
+FAILED = "failed"  # apply failed and its partial work was rolled back
+
+OPEN_STATES = (PENDING, APPLYING, ACTIVE, ROLLING_BACK, ROLLBACK_FAILED)
+ENDED_STATES = (ROLLED_BACK, FAILED)
+STATES = OPEN_STATES + ENDED_STATES
+
+#: what a fault id may look like (hc-<kind>-<8 hex> in practice); anything else is not a fault
+FAULT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: how long a command waits for the state lock before saying who holds it
+
+
+@dataclass
+class FaultRecord:
+    """Everything needed to judge and roll back one fault, as stored on disk."""
+
+    id: str
+    kind: str
+    spec: dict[str, Any]
+    boot_id: str
+    created_at: float
+    expires_at: float
+    survives_reboot: bool
+    state: str = PENDING
+    lease_seconds: float | None = None
+    lease_expires_at: float | None = None
+    undo: list[dict[str, Any]] = field(default_factory=list)
+    guardian: ProcessRef | None = None
+    applier: ProcessRef | None = None
+    #: the process changing the host for this fault right now (applying or rolling back)
+    actor: ProcessRef | None = None
+    error: str | None = None
+    ended_at: float | None = None
+    end_reason: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    #: not stored: the record was read from its copy because the file itself was damaged
+    salvaged: bool = field(default=False, compare=False)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    def transition(self, state: str, reason: str | None = None) -> None:
+        self.state = state
+        event: dict[str, Any] = {"at": round(time.time(), 3), "state": state}
+        if reason:
+            event["reason"] = reason
+        self.events.append(event)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "spec": self.spec,
+            "boot_id": self.boot_id,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "lease_seconds": self.lease_seconds,
+            "lease_expires_at": self.lease_expires_at,
+            "survives_reboot": self.survives_reboot,
+            "undo": self.undo,
+            "guardian": self.guardian.to_dict() if self.guardian else None,
+            "applier": self.applier.to_dict() if self.applier else None,
+            "actor": self.actor.to_dict() if self.actor else None,
+            "error": self.error,
+            "ended_at": self.ended_at,
+            "end_reason": self.end_reason,
+            "events": self.events,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FaultRecord:
+        """A record from its stored form; ValueError/KeyError/TypeError if it is not one."""
+        version = data.get("format", 1)
+        if version not in READABLE_FORMATS:
+            raise ValueError(f"format {version!r} is not one this hostchaos reads "
+                             f"({', '.join(map(str, READABLE_FORMATS))}): written by a newer "
+                             "version?")
+        state = _typed(data, "state", str)
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        undo = data.get("undo") or []
+        if not isinstance(undo, list) or not all(isinstance(n, dict) for n in undo):
+            raise TypeError("undo is not a list of notes")
+        fault_id = _typed(data, "id", str)
+        if not FAULT_ID.fullmatch(fault_id):
+            raise ValueError(f"bad fault id {fault_id!r}")
+        return cls(
+            id=fault_id,
+            kind=_typed(data, "kind", str),
+            spec=_typed(data, "spec", dict),
+            boot_id=_typed(data, "boot_id", str),
+            created_at=float(data["created_at"]),
+            expires_at=float(data["expires_at"]),
+            survives_reboot=bool(data["survives_reboot"]),
+            state=state,
+            lease_seconds=_opt_float(data.get("lease_seconds")),
+            lease_expires_at=_opt_float(data.get("lease_expires_at")),
+            undo=undo,
+            guardian=ProcessRef.from_dict(data.get("guardian")),
+            applier=ProcessRef.from_dict(data.get("applier")),
+            actor=ProcessRef.from_dict(data.get("actor")),
+            error=data.get("error"),
+            ended_at=_opt_float(data.get("ended_at")),
+            end_reason=data.get("end_reason"),
+            events=list(data.get("events") or []),
+        )
+
+
+def _typed(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data[key]
+    if not isinstance(value, kind):
+        raise TypeError(f"{key} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _opt_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
