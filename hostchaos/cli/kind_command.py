@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hostchaos.faults.options import SpecOption, spec_options
 
-_CLICK_TYPES: dict[type, click.ParamType] = {int: click.INT, float: click.FLOAT,
+if TYPE_CHECKING:
+    from hostchaos.faults.base import Fault
+
+_CLICK_TYPES: dict[type, click.ParamType[Any, Any]] = {int: click.INT, float: click.FLOAT,
                                              str: click.STRING}
 
 
@@ -44,7 +47,7 @@ def click_option(each: SpecOption) -> click.Option:
     if each.is_flag:
         return click.Option([opt.flag, each.dest], is_flag=True, default=False, help=opt.help)
     if opt.choices:
-        kind: click.ParamType = click.Choice(list(opt.choices))
+        kind: click.ParamType[Any, Any] = click.Choice(list(opt.choices))
     elif opt.parse is not None:
         kind = click.STRING
     else:
@@ -56,7 +59,7 @@ def click_option(each: SpecOption) -> click.Option:
                             f" [default: {each.default}]" if shown else ""))
 
 
-def kind_command(name: str, fault_class: type, run: Callable[..., None],
+def kind_command(name: str, fault_class: type[Fault], run: Callable[..., None],
                  common: list[click.Option]) -> click.Command:
     """The `inject <name>` command: the spec's options, then ``common`` (timing, output)."""
     short, full = help_text(fault_class.__doc__)

@@ -252,3 +252,38 @@ def send_signal(ref: ProcessRef, signum: int) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def children_map() -> dict[int, list[int]]:
+    """Parent PID -> its child PIDs, for every live process (one pass over /proc)."""
+    out: dict[int, list[int]] = {}
+    for pid in all_pids():
+        parent = parent_pid(pid)
+        if parent is not None:
+            out.setdefault(parent, []).append(pid)
+    return out
+
+
+def descendants(pid: int, children: dict[int, list[int]] | None = None) -> set[int]:
+    """Every process below ``pid`` in the process tree."""
+    tree = children if children is not None else children_map()
+    found: set[int] = set()
+    todo = list(tree.get(pid, []))
+    while todo:
+        current = todo.pop()
+        if current not in found:
+            found.add(current)
+            todo.extend(tree.get(current, []))
+    return found
+
+
+def operator_session(pid: int | None = None) -> int | None:
+    """The sshd process serving whoever runs ``pid`` (this process by default), if any.
+
+    The nearest ancestor whose name starts with ``sshd``: ``sshd`` itself, or
+    ``sshd-session`` since OpenSSH 9.8.
+    """
+    for ancestor in ancestors(pid or os.getpid()):
+        if (comm(ancestor) or "").startswith("sshd"):
+            return ancestor
+    return None
