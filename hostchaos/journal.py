@@ -127,6 +127,19 @@ class FaultRecord:
             event["reason"] = reason
         self.events.append(event)
 
+    def remark(self, text: str) -> None:
+        """Tell the operator something the fault had to do differently (`status`, `list` show it).
+
+        Kept as an event (in the current state) and saved with the record's next write.
+        """
+        if text not in self.remarks:
+            self.events.append({"at": round(time.time(), 3), "state": self.state,
+                                "remark": text})
+
+    @property
+    def remarks(self) -> list[str]:
+        return [str(e["remark"]) for e in self.events if e.get("remark")]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,
@@ -546,6 +559,10 @@ class UndoLog:
 
     def steps(self, step: str) -> list[dict[str, Any]]:
         return [entry for entry in self.record.undo if entry["step"] == step]
+
+    def remark(self, text: str) -> None:
+        """A line for the operator about this fault (see :meth:`FaultRecord.remark`)."""
+        self.record.remark(text)
 
 
 def _test_pause_point(count: int) -> None:
