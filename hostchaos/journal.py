@@ -382,6 +382,10 @@ class UndoLog:
     def steps(self, step: str) -> list[dict[str, Any]]:
         return [entry for entry in self.record.undo if entry["step"] == step]
 
+    def remark(self, text: str) -> None:
+        """A line for the operator about this fault (see :meth:`FaultRecord.remark`)."""
+        self.record.remark(text)
+
 
 def _test_pause_point(count: int) -> None:
     """Test-only crash hook: park the process after the N-th undo note.

@@ -75,6 +75,19 @@ class FaultRecord:
             event["reason"] = reason
         self.events.append(event)
 
+    def remark(self, text: str) -> None:
+        """Tell the operator something the fault had to do differently (`status`, `list` show it).
+
+        Kept as an event (in the current state) and saved with the record's next write.
+        """
+        if text not in self.remarks:
+            self.events.append({"at": round(time.time(), 3), "state": self.state,
+                                "remark": text})
+
+    @property
+    def remarks(self) -> list[str]:
+        return [str(e["remark"]) for e in self.events if e.get("remark")]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,

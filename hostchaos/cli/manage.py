@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from hostchaos.cli.common import DURATION, json_option, make_engine
 from hostchaos.errors import RollbackError, SpecError
+
+if TYPE_CHECKING:
+    from hostchaos.records import FaultRecord
 
 
 @click.command(name="list")
@@ -35,6 +39,9 @@ def list_faults(include_ended: bool, as_json: bool) -> None:
     for bad in damaged:
         rows.append([bad["id"], "?", "UNREADABLE", bad["path"], "?"])
     click.echo(table(rows, ["ID", "KIND", "STATE", "TARGET", "LEFT"]))
+    for record in records:
+        for remark in record.remarks:
+            click.echo(f"{record.id}: {remark}")
     for bad in damaged:
         click.echo(f"unreadable record {bad['path']}: {bad['problem']}; the host may still carry "
                    "its fault", err=True)
@@ -67,6 +74,8 @@ def status(fault_id: str, as_json: bool) -> None:
         click.echo(f"  error:    {record.error}")
     if record.end_reason:
         click.echo(f"  ended:    {summary['ended_at']} ({record.end_reason})")
+    for remark in record.remarks:
+        click.echo(f"  remark:   {remark}")
     if observed:
         click.echo(f"  kernel:   {observed}")
 
@@ -106,18 +115,24 @@ def rollback(fault_id: str | None, everything: bool, as_json: bool) -> None:
         if as_json:
             emit_json(record_summary(record))
         else:
-            click.echo(f"{record.id} {record.state}")
+            _echo_ended(record)
         return
     done, errors = engine.rollback_all()
     if as_json:
         emit_json({"rolled_back": [r.id for r in done], "errors": errors})
     else:
         for record in done:
-            click.echo(f"{record.id} {record.state}")
+            _echo_ended(record)
         if not done and not errors:
             click.echo("no open faults")
     if errors:
         raise RollbackError("; ".join(errors))
+
+
+def _echo_ended(record: FaultRecord) -> None:
+    click.echo(f"{record.id} {record.state}")
+    for remark in record.remarks:
+        click.echo(f"  remark: {remark}")
 
 
 @click.command()

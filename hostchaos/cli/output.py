@@ -43,6 +43,7 @@ def record_summary(record: FaultRecord) -> dict[str, Any]:
         "error": record.error,
         "ended_at": _iso(record.ended_at),
         "end_reason": record.end_reason,
+        "remarks": record.remarks,
     }
 
 

@@ -15,6 +15,10 @@ A cgroup fault limits its target in one of two ways:
 - ``--unit`` / ``--container`` / ``--cgroup``: the target's own cgroup is
   limited in place; the original values are noted first and written back (and
   read back) on rollback.
+
+Two faults of one kind never hold the same target: peers are compared by what
+their targets resolved to (a cgroup's hierarchy and inode, a process's pid and
+start time), never by how the command line spelled them.
 """
 
 from __future__ import annotations
@@ -133,11 +137,6 @@ class CgroupTargetSpec(Spec):
         if self.container is not None:
             return f"container {self.container}"
         return f"cgroup {self.cgroup}"
-
-    def same_target(self, other: Spec) -> bool:
-        return type(other) is type(self) and isinstance(other, CgroupTargetSpec) and (
-            (other.pid, other.unit, other.container, other.cgroup)
-            == (self.pid, self.unit, self.container, self.cgroup))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -288,6 +287,47 @@ def _owner_fault(path: str) -> str | None:
     return None
 
 
+def same_cgroup(note: dict[str, Any], ref: CgroupRef, inode: int | None) -> bool:
+    """Does the ``limit`` note of another fault name the cgroup ``ref`` (inode ``inode``)?
+
+    Same hierarchy and same inode; a note from an older version, without an
+    inode, is judged on its path, normalised as ``ref``'s is.
+    """
+    from hostchaos.system.cgroups import clean_path
+
+    theirs = note.get("cgroup") or {}
+    if theirs.get("mount") != str(ref.hierarchy.mount):
+        return False
+    if note.get("inode") is not None and inode is not None:
+        return bool(int(note["inode"]) == inode)
+    return clean_path(str(theirs.get("path", ""))) == ref.path
+
+
+def _still_the_one(fs: Cgroups, ref: CgroupRef, note: dict[str, Any]) -> bool:
+    """Is the cgroup at ``ref`` the one the note was written for (not a later namesake)?"""
+    if note.get("inode") is None:
+        return True  # a note from before inodes were kept: its path is all we know
+    try:
+        return fs.inode(ref) == int(note["inode"])
+    except TargetNotFoundError:
+        return False
+
+
+def _moved_elsewhere(fs: Cgroups, wanted: CgroupRef, went: CgroupRef, tasks: list[int],
+                     pid: int) -> str:
+    """The remark for tasks that could not go back to their original cgroup."""
+    unit = "task" if wanted.hierarchy.version == 1 else "process"
+    if pid in tasks:
+        others = len(tasks) - 1
+        who = f"process {pid}" + (f" and {others} more {unit}{'s' * (others > 1)}"
+                                  if others else "")
+    else:
+        who = f"{unit}{'s' * (len(tasks) > 1)} {', '.join(map(str, sorted(tasks)))}"
+    why = "was gone" if not fs.exists(wanted) else "no longer accepts processes"
+    return (f"the original cgroup {wanted.label()} {why}, so {who} went to {went.label()} "
+            "instead (the nearest ancestor that accepts it)")
+
+
 @dataclasses.dataclass
 class _Target:
     """A resolved cgroup target: where the limit goes and how."""
@@ -299,6 +339,7 @@ class _Target:
     enable: list[CgroupRef] = dataclasses.field(default_factory=list)
     adopt: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     start_ticks: int = 0
+    inode: int | None = None             # in place: the target's inode, read under the lock
 
 
 class CgroupLimitFault(Fault):
@@ -343,8 +384,11 @@ class CgroupLimitFault(Fault):
     def preflight(self) -> None:
         if self._target is None:
             self.resolve()
-        assert self._target is not None
-        self._refuse_peers(self._target)
+        target = self._target
+        assert target is not None
+        if not target.move:
+            target.inode = self._fs().inode(target.ref)
+        self._refuse_peers(target)
 
     def _resolve(self, fs: Cgroups, hierarchy: Hierarchy) -> _Target:
         s = self.spec
@@ -450,24 +494,30 @@ class CgroupLimitFault(Fault):
                 and n["cgroup"]["path"] == ref.path][:1]
 
     def _refuse_peers(self, target: _Target) -> None:
+        """Refuse a target that an open fault of this kind already limits.
+
+        Judged on what both resolved to, never on how they were spelled: an
+        in-place target is the same cgroup as a peer's ``limit`` note when
+        their hierarchy and inode match (older notes without an inode: their
+        normalised path), whatever named it (``--unit``, ``--container``, any
+        spelling of ``--cgroup``); a process is the same when pid and start
+        time match.
+        """
         for note in self.peer_notes():
             if note.get("kind") != self.spec.kind:
                 continue
             if note.get("step") == "limit" and not target.move \
-                    and note["cgroup"]["mount"] == str(target.ref.hierarchy.mount) \
-                    and note["cgroup"]["path"] == target.ref.path:
-                raise ConflictError(f"cgroup {target.ref.label()} already carries "
-                                    f"{self.spec.kind} fault {note.get('fault')}")
+                    and same_cgroup(note, target.ref, target.inode):
+                raise ConflictError(f"cgroup {target.ref.label()} ({self.spec.target_label()}) "
+                                    f"already carries {self.spec.kind} fault "
+                                    f"{note.get('fault')} (roll it back first: hostchaos "
+                                    f"rollback {note.get('fault')})")
             if note.get("step") == "cgroup" and target.move \
                     and note.get("pid") == self.spec.pid \
                     and note.get("start_ticks") == target.start_ticks:
                 raise ConflictError(f"process {self.spec.pid} already carries "
-                                    f"{self.spec.kind} fault {note.get('fault')}")
-
-    def conflicts(self, peer: Peer) -> str | None:
-        if peer.spec is not None and self.spec.same_target(peer.spec):
-            return f"{self.spec.target_label()} ({self.spec.kind} limit)"
-        return None
+                                    f"{self.spec.kind} fault {note.get('fault')} (roll it back "
+                                    f"first: hostchaos rollback {note.get('fault')})")
 
     # -- apply -------------------------------------------------------------------------------
     def apply(self, undo: UndoLog) -> None:
@@ -485,7 +535,8 @@ class CgroupLimitFault(Fault):
             original = cgroups.read_limits(fs, ref, list(values))
             extra = {"oom_kill_before": cgroups.oom_kills(fs, ref)} \
                 if self.controller == "memory" else {}
-            undo.note("limit", **base, cgroup=ref.to_note(), original=original, **extra)
+            undo.note("limit", **base, cgroup=ref.to_note(), inode=target.inode,
+                      original=original, **extra)
             cgroups.write_limits(fs, ref, values)
             return
         # a process: its own cgroup, limited before the process is moved in
@@ -541,7 +592,7 @@ class CgroupLimitFault(Fault):
                 if step == "limit":
                     self._restore_limits(fs, note)
                 elif step == "cgroup":
-                    self._empty_and_remove(fs, note)
+                    self._empty_and_remove(fs, note, undo)
                 elif step == "enable":
                     self._disable_if_ours(fs, note)
             except RollbackError as exc:
@@ -557,8 +608,8 @@ class CgroupLimitFault(Fault):
         from hostchaos.system import cgroups
 
         ref = cgroups.CgroupRef.from_note(note["cgroup"])
-        if not fs.exists(ref):
-            return
+        if not fs.exists(ref) or not _still_the_one(fs, ref, note):
+            return  # the cgroup we limited is gone, and its limit with it
         original: dict[str, str] = note["original"]
         try:
             cgroups.write_limits(fs, ref, original)
@@ -572,50 +623,61 @@ class CgroupLimitFault(Fault):
                                     f"writing back the original {wanted!r}")
 
     @staticmethod
-    def _empty_and_remove(fs: Cgroups, note: dict[str, Any]) -> None:
-        """Move every task out of our cgroup (each thread to where it came from), then rmdir."""
+    def _empty_and_remove(fs: Cgroups, note: dict[str, Any], undo: UndoLog) -> None:
+        """Move every task out of our cgroup (each thread to where it came from), then rmdir.
+
+        A task whose cgroup is gone (a systemd scope vanishes with its last
+        process) or refuses it goes to the nearest ancestor that accepts it,
+        and the record says so.
+        """
         from hostchaos.errors import ApplyError
         from hostchaos.system import cgroups, procs
 
         own = cgroups.CgroupRef.from_note(note["cgroup"])
-        origin = cgroups.CgroupRef(own.hierarchy, note["origin"])
         victim = procs.ProcessRef(int(note["pid"]), int(note["start_ticks"]))
         threads = {int(t): str(p) for t, p in (note.get("threads") or {}).items()}
         v1 = own.hierarchy.version == 1
+        elsewhere: dict[tuple[str, str], list[int]] = {}  # (wanted, went) -> tasks
         last_error = ""
-        for attempt in range(60):
-            if not fs.exists(own):
-                return
-            try:
-                members = fs.tasks(own) if v1 else fs.procs(own)
-            except TargetNotFoundError:
-                return
-            if not members:
-                try:
-                    fs.remove(own)
+        try:
+            for attempt in range(60):
+                if not fs.exists(own):
                     return
-                except ApplyError as exc:  # EBUSY: a task slipped in, or is still leaving
-                    last_error = str(exc)
-                    time.sleep(0.05 * min(attempt + 1, 10))
-                    continue
-            victim_alive = victim.alive()
-            for task in members:
-                dest_path = origin.path
-                if v1 and victim_alive and task in threads \
-                        and procs.thread_group(task) == victim.pid:
-                    dest_path = threads[task]
-                dest = fs.existing_ancestor(cgroups.CgroupRef(own.hierarchy, dest_path))
                 try:
-                    if v1:
-                        fs.move_thread(task, dest)
-                    else:
-                        fs.move_process(task, dest)
+                    members = fs.tasks(own) if v1 else fs.procs(own)
                 except TargetNotFoundError:
-                    continue  # exited meanwhile
-                except ApplyError as exc:
-                    last_error = str(exc)
-        raise RollbackError(f"cgroup {own.label()} could not be emptied and removed "
-                            f"({last_error or 'tasks keep arriving'})")
+                    return
+                if not members:
+                    try:
+                        fs.remove(own)
+                        return
+                    except ApplyError as exc:  # EBUSY: a task slipped in, or is still leaving
+                        last_error = str(exc)
+                        time.sleep(0.05 * min(attempt + 1, 10))
+                        continue
+                victim_alive = victim.alive()
+                for task in members:
+                    wanted = str(note["origin"])
+                    if v1 and victim_alive and task in threads \
+                            and procs.thread_group(task) == victim.pid:
+                        wanted = threads[task]
+                    try:
+                        went = fs.move_to_nearest(task, cgroups.CgroupRef(own.hierarchy, wanted),
+                                                  thread=v1)
+                    except TargetNotFoundError:
+                        continue  # exited meanwhile
+                    except ApplyError as exc:
+                        last_error = str(exc)
+                        continue
+                    if went.path != wanted:
+                        elsewhere.setdefault((wanted, went.path), []).append(task)
+            raise RollbackError(f"cgroup {own.label()} could not be emptied and removed "
+                                f"({last_error or 'tasks keep arriving'})")
+        finally:
+            for (wanted_path, went_path), tasks in elsewhere.items():
+                undo.remark(_moved_elsewhere(fs, cgroups.CgroupRef(own.hierarchy, wanted_path),
+                                             cgroups.CgroupRef(own.hierarchy, went_path),
+                                             tasks, victim.pid))
 
     @staticmethod
     def _disable_if_ours(fs: Cgroups, note: dict[str, Any]) -> None:
@@ -645,7 +707,8 @@ class CgroupLimitFault(Fault):
             if note.get("step") not in ("limit", "cgroup"):
                 continue
             ref = cgroups.CgroupRef.from_note(note["cgroup"])
-            entry: dict[str, Any] = {"cgroup": ref.label(), "present": fs.exists(ref)}
+            entry: dict[str, Any] = {"cgroup": ref.label(),
+                                     "present": fs.exists(ref) and _still_the_one(fs, ref, note)}
             if entry["present"]:
                 files = list(self.values(ref.hierarchy.version))
                 try:
@@ -685,10 +748,12 @@ class CpuFault(CgroupLimitFault):
     ``--pid`` target moves the process and all its threads into a new cgroup
     ``hostchaos-<fault id>``; ``--unit``, ``--container`` and ``--cgroup``
     are limited in place.
-    Rollback: moves every thread back to the cgroup it came from and removes
-    the new cgroup (and any controller it had to enable on v2); for in-place
-    targets writes back the original quota and period and reads them back.
-    A target that exited meanwhile is not an error. Does not survive a reboot.
+    Rollback: moves every thread back to the cgroup it came from (or, if that
+    is gone, to its nearest ancestor that accepts it, and says so in the
+    record) and removes the new cgroup (and any controller it had to enable
+    on v2); for in-place targets writes back the original quota and period
+    and reads them back. A target that exited meanwhile is not an error.
+    Does not survive a reboot.
 
     Example: ``sudo hostchaos inject cpu --pid 4242 --limit 25% --for 5m``
     """

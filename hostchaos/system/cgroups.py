@@ -144,6 +144,14 @@ class CgroupRef:
         return cls(hierarchy, str(data["path"]))
 
 
+def clean_path(path: str) -> str:
+    """One spelling of a cgroup path: ``/a/b`` for ``a/b``, ``/a/b/``, ``//a//b``, ``/a/./b``.
+
+    ``..`` is left alone (target specs refuse it).
+    """
+    return "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+
+
 # -- errors at the boundary ----------------------------------------------------
 
 
@@ -267,26 +275,32 @@ class Cgroups:
         return out
 
     def ref(self, hierarchy: Hierarchy, path: str) -> CgroupRef:
-        """A cgroup named by the user: relative to the hierarchy root, or a full /sys path."""
+        """A cgroup named by the user: relative to the hierarchy root, or a full /sys path.
+
+        Every spelling of one cgroup gives the same ref: ``x``, ``/x/``,
+        ``//x``, ``/x/.``, ``/sys/fs/cgroup/cpu,cpuacct/x`` and, on v1,
+        ``/sys/fs/cgroup/cpu/x`` (another name of the same hierarchy).
+        """
         text = path.strip()
-        mount = str(hierarchy.mount)
-        if text == mount or text.startswith(mount + "/"):
-            text = text[len(mount):] or "/"
-        elif text.startswith(str(self.root) + "/") and hierarchy.version == V1:
-            # /sys/fs/cgroup/<other hierarchy>/x: the same path in this hierarchy
-            text = "/" + "/".join(text[len(str(self.root)) + 1:].split("/")[1:])
-        parts = [p for p in text.split("/") if p]
-        return CgroupRef(hierarchy, "/" + "/".join(parts))
+        if text.startswith("/"):
+            text = clean_path(text)
+            mount, root = clean_path(str(hierarchy.mount)), clean_path(str(self.root))
+            if text == mount or text.startswith(mount + "/"):
+                text = text[len(mount):]
+            elif text.startswith(root + "/") and hierarchy.version == V1:
+                # /sys/fs/cgroup/<other hierarchy>/x: the same path in this hierarchy
+                text = "/".join(text[len(root) + 1:].split("/")[1:])
+        return CgroupRef(hierarchy, clean_path(text))
 
     def exists(self, ref: CgroupRef) -> bool:
         return (ref.dir / "cgroup.procs").exists()
 
-    def existing_ancestor(self, ref: CgroupRef) -> CgroupRef:
-        """``ref`` itself if it exists, else its nearest existing ancestor."""
-        for candidate in reversed(ref.ancestors()):
-            if self.exists(candidate):
-                return candidate
-        return CgroupRef(ref.hierarchy, "/")
+    def inode(self, ref: CgroupRef) -> int:
+        """The inode of ``ref``'s directory: tells a cgroup from a later one of the same name."""
+        try:
+            return os.stat(ref.dir).st_ino
+        except OSError as exc:
+            raise _fail(exc, f"reading cgroup {ref.label()}") from exc
 
     def children(self, ref: CgroupRef) -> list[str]:
         try:
@@ -343,6 +357,31 @@ class Cgroups:
         filename = "tasks" if ref.hierarchy.version == V1 else "cgroup.threads"
         self._write_raw(ref.dir / filename, str(tid),
                         f"moving thread {tid} into cgroup {ref.label()}")
+
+    def move_to_nearest(self, task: int, ref: CgroupRef, *, thread: bool = False) -> CgroupRef:
+        """Move ``task`` into ``ref`` or, if that is gone or refuses it, its nearest ancestor
+        that accepts it; return where it went.
+
+        ``thread``: move the single thread (v1), else the whole process. On v1
+        every cgroup accepts tasks. On v2 a cgroup that hands controllers to its
+        children refuses processes with EBUSY (the "no internal processes"
+        rule), but the root cgroup is exempt from that rule, so the walk up
+        always ends. Raises :class:`Gone` when the task itself is gone.
+        """
+        move = self.move_thread if thread else self.move_process
+        refused: HostchaosError = Gone(f"no ancestor of cgroup {ref.label()} exists")
+        for candidate in reversed(ref.ancestors()):
+            if not self.exists(candidate):
+                continue
+            try:
+                move(task, candidate)
+                return candidate
+            except Gone:
+                if self.exists(candidate):
+                    raise  # the task exited
+            except ApplyError as exc:
+                refused = exc
+        raise refused
 
     # -- creating and removing (hostchaos's own cgroups only) ------------------------
     def _v1_node(self, ref: CgroupRef) -> Any:

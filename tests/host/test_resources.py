@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +374,45 @@ def test_cgroup_in_place_limits_and_exact_restore(busy: Victim, state_dir: Path,
     assert (mem_dir / "memory.limit_in_bytes").read_text() == mem_original
 
 
+def test_one_cgroup_under_any_spelling_is_one_target(state_dir: Path,
+                                                     test_cgroup: Any) -> None:
+    """A second cpu fault on a cgroup that already carries one is refused (exit 5, naming the
+    first), however either names it; the first fault's rollback restores the real original."""
+    cpu_dir = test_cgroup("cpu")
+    name = cpu_dir.name
+    files = ["cpu.cfs_period_us", "cpu.cfs_quota_us"]
+    spellings = [f"/{name}", f"/{name}/.", f"/{name}/", f"//{name}", name,
+                 f"/sys/fs/cgroup/cpu/{name}", f"/sys/fs/cgroup/cpuacct/{name}",
+                 f"/sys/fs/cgroup/cpu,cpuacct//{name}/./"]
+    with victim(FILES) as idle, rolled_back_at_end(state_dir):
+        (cpu_dir / "cgroup.procs").write_text(str(idle.pid))
+        original = read_files(cpu_dir, files)
+        for first in (f"/{name}/.", f"/{name}"):
+            held = inject(state_dir, "cpu", "--cgroup", first, "--limit", "50%")
+            limited = read_files(cpu_dir, files)
+            assert limited["cpu.cfs_quota_us"].strip() == "50000"
+            for again in spellings:
+                result = hostchaos("inject", "cpu", "--cgroup", again, "--limit", "25%",
+                                   state_dir=state_dir)
+                assert result.returncode == 5, (first, again, result.stderr)
+                assert f"already carries cpu fault {held}" in one_line_error(result)
+                assert read_files(cpu_dir, files) == limited
+                assert [r["id"] for r in open_records(state_dir)] == [held]
+            rollback(state_dir, held)
+            assert read_files(cpu_dir, files) == original
+        assert cgroups_of(idle.pid).count(f":/{name}\n") == 1  # never moved
+
+
+@contextmanager
+def rolled_back_at_end(state_dir: Path) -> Iterator[None]:
+    """Whatever a failed assertion left open is rolled back (its guardian then exits)."""
+    try:
+        yield
+    finally:
+        if open_records(state_dir):
+            hostchaos("rollback", "--all", state_dir=state_dir)
+
+
 def test_in_place_target_that_vanished_is_not_an_error(state_dir: Path,
                                                        test_cgroup: Any) -> None:
     """A container that exits takes its cgroup with it: rollback then has nothing to do."""
@@ -561,6 +601,26 @@ def test_container_cgroup_limited_in_place_and_restored(
     after = free_share(pid)
     print(f"container cpu share after rollback: {after:.1f}%")
     assert after > 90, after
+
+
+def test_container_and_its_cgroup_path_are_one_target(
+    spinning_container: tuple[str, int], state_dir: Path
+) -> None:
+    """--container and --cgroup naming the same cgroup conflict, in either order."""
+    name, pid = spinning_container
+    cpu_dir = container_cgroup(pid, "cpu")  # spelled through the /sys/fs/cgroup/cpu symlink
+    files = ["cpu.cfs_period_us", "cpu.cfs_quota_us"]
+    original = read_files(cpu_dir, files)
+    with rolled_back_at_end(state_dir):
+        for first, again in ((["--cgroup", f"{cpu_dir}/."], ["--container", name]),
+                             (["--container", name], ["--cgroup", f"{cpu_dir}/"])):
+            held = inject(state_dir, "cpu", *first, "--limit", "50%")
+            result = hostchaos("inject", "cpu", *again, "--limit", "25%", state_dir=state_dir)
+            assert result.returncode == 5, (first, again, result.stderr)
+            assert f"already carries cpu fault {held}" in one_line_error(result)
+            assert (cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "50000"
+            rollback(state_dir, held)
+            assert read_files(cpu_dir, files) == original
 
 
 def test_container_nofile_every_process_and_restored(

@@ -139,10 +139,10 @@ def peer(spec: Spec) -> Peer:
 
 
 def test_conflicts_same_kind_same_target_only() -> None:
-    cpu = faults.build("cpu", CpuSpec(pid=42, limit=25).to_dict())
-    assert cpu.conflicts(peer(CpuSpec(pid=42, limit=50))) == "pid 42 (cpu limit)"
-    assert cpu.conflicts(peer(CpuSpec(pid=43, limit=50))) is None
-    assert cpu.conflicts(peer(PidsSpec(pid=42, max=5))) is None  # another kind may share it
+    # cgroup kinds judge peers on what targets resolve to, not on spec strings, in
+    # preflight (tests/unit/test_resources_peers.py): a spec alone never conflicts
+    cpu = faults.build("cpu", CpuSpec(cgroup="/x", limit=25).to_dict())
+    assert cpu.conflicts(peer(CpuSpec(cgroup="/x", limit=50))) is None
     nofile = faults.build("nofile", NofileSpec(pids=(1, 2), soft=5).to_dict())
     assert nofile.conflicts(peer(NofileSpec(pids=(2, 3), soft=9))) == "pid 2 (open-files limit)"
     assert nofile.conflicts(peer(NofileSpec(name="x", soft=9))) is None

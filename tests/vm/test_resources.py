@@ -27,6 +27,7 @@ import pytest
 
 from hostchaos.config import Config
 from hostchaos.engine import Engine
+from hostchaos.errors import ConflictError
 from hostchaos.faults.base import Spec
 from hostchaos.faults.resources import CpuSpec, MemorySpec, NofileSpec, PidsSpec
 from hostchaos.system import capabilities
@@ -268,6 +269,70 @@ def test_cgroup_in_place_limits_and_exact_restore(busy: Victim, engine: Engine,
         engine.rollback(fault_id)
     assert {f: (test_cgroup / f).read_text() for f in files} == original
     assert cgroups_of(busy.pid) == f"0::/{test_cgroup.name}\n"
+
+
+def test_one_cgroup_under_two_spellings_is_one_target(engine: Engine,
+                                                      test_cgroup: Path) -> None:
+    name = test_cgroup.name
+    original = (test_cgroup / "cpu.max").read_text()
+    try:
+        for first, again in ((f"/{name}/.", f"/{name}"), (f"/{name}", f"{ROOT}//{name}/")):
+            record = engine.inject(CpuSpec(cgroup=first, limit=50), duration=600)
+            with pytest.raises(ConflictError, match=f"already carries cpu fault {record.id}"):
+                engine.inject(CpuSpec(cgroup=again, limit=25), duration=600)
+            assert (test_cgroup / "cpu.max").read_text() == "50000 100000\n"
+            engine.rollback(record.id)
+            assert (test_cgroup / "cpu.max").read_text() == original
+    finally:
+        engine.rollback_all()
+
+
+@pytest.fixture
+def leaf(test_cgroup: Path) -> Iterator[Path]:
+    """/hc-test-<pid>/leaf, its parent handing cpu to its children (so the parent itself
+    refuses processes). Whatever is left below the parent at the end (the leaf, a hostchaos
+    cgroup a failed rollback kept) is emptied into the root and removed."""
+    (test_cgroup / "cgroup.subtree_control").write_text("+cpu")
+    path = test_cgroup / "leaf"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        for child in sorted(p for p in test_cgroup.iterdir() if p.is_dir()):
+            for pid in (child / "cgroup.procs").read_text().split():
+                try:
+                    (ROOT / "cgroup.procs").write_text(pid)
+                except OSError:
+                    pass
+            wait_for(lambda child=child: _rmdir(child), timeout=10)
+
+
+def test_pid_rollback_when_its_cgroup_was_removed_meanwhile(engine: Engine, leaf: Path,
+                                                            state_dir: Path) -> None:
+    """A systemd scope vanishes with its last process: the victim goes to the nearest
+    ancestor that accepts it (the root: its parent hands out controllers, so refuses it),
+    hostchaos-<id> is removed, and the record says where the victim went."""
+    parent = f"/{leaf.parent.name}"
+    with victim(FILES) as idle:
+        (leaf / "cgroup.procs").write_text(str(idle.pid))
+        assert cgroups_of(idle.pid) == f"0::{parent}/leaf\n"
+        record = engine.inject(CpuSpec(pid=idle.pid, limit=25), duration=600)
+        own = ROOT / leaf.parent.name / f"hostchaos-{record.id}"
+        assert cgroups_of(idle.pid) == f"0::{parent}/hostchaos-{record.id}\n"
+        leaf.rmdir()  # empty now
+
+        engine.rollback(record.id)
+        assert cgroups_of(idle.pid) == "0::/\n"
+        assert not own.exists()
+        ended = engine.journal.load(record.id)
+        assert ended.state == "rolled-back"
+        (remark,) = ended.remarks
+        print(f"remark: {remark}")
+        assert f"the original cgroup {parent}/leaf was gone" in remark
+        assert f"process {idle.pid} went to / instead" in remark
+        shown = hostchaos("status", record.id, state_dir=state_dir)
+        assert shown.returncode == 0 and f"remark:   {remark}" in shown.stdout
+        assert idle.ask("limits")  # alive and well
 
 
 def test_refusals_change_nothing(busy: Victim, state_dir: Path) -> None:
