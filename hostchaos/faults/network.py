@@ -484,7 +484,7 @@ class NetworkFault(Fault):
             if ns is not None:  # None: the namespace is gone, and the fault with it
                 self._undo_in(ns, undo)
         try:
-            network_namespace.release(note)
+            network_namespace.release(note, undo.record.id)
         except HostchaosError:
             pass  # the fault is out; sweep removes a handle left behind
 

@@ -164,12 +164,13 @@ def enter_noted(note: dict[str, Any]) -> Iterator[Namespace | None]:
             yield stack.enter_context(netlink.open_namespace(path, label))
 
 
-def release(note: dict[str, Any]) -> None:
-    """Release the note's handle, if it has one."""
+def release(note: dict[str, Any], fault_id: str) -> None:
+    """Release the note's handle, if it has one (only ever ``.../netns/<fault_id>``)."""
     from hostchaos.system import namespaces
 
-    if note.get("handle"):
-        namespaces.release_handle(str(note["handle"]))
+    handle = note.get("handle")
+    if handle and Path(handle).name == fault_id and Path(handle).parent.name == "netns":
+        namespaces.release_handle(str(handle))
 
 
 def same_namespace(identity: NetnsIdentity | None, label: str | None,

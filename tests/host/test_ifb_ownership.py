@@ -47,16 +47,17 @@ def test_an_ifb_no_fault_made_is_refused_and_left_alone(pair: NetnsPair,
 def test_the_noted_ifb_is_removed_when_the_interface_changed(change: str, pair: NetnsPair,
                                                              state_dir: Path) -> None:
     """The IFB is named after the interface's index at inject; rollback uses the noted name."""
+    index = ifindex(pair.a, pair.iface_a)
     fault_id = inject(pair, state_dir)
     (note,) = notes(state_dir, fault_id, "ifb")
-    assert note["name"] in links(pair.a)
+    assert note["name"] == f"hcifb{index}" and note["name"] in links(pair.a).split()
     subprocess.run(["ip", "-n", pair.a, "link", "del", pair.iface_a], check=True)
     if change == "recreated":  # same name, new index; its ingress is not ours
         subprocess.run(["ip", "-n", pair.a, "link", "add", pair.iface_a, "type", "veth", "peer",
                         "name", "hcvx"], check=True)
         subprocess.run(["tc", "-n", pair.a, "qdisc", "add", "dev", pair.iface_a, "ingress"],
                        check=True)
-        assert ifindex(pair.a, pair.iface_a) != note["index"]
+        assert ifindex(pair.a, pair.iface_a) != index
     result = hostchaos("rollback", fault_id, state_dir=state_dir)
     assert result.returncode == 0, result.stderr
     assert note["name"] not in links(pair.a).split()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hostchaos.sandbox import NetnsPair, tc_configuration
 from tests.support.cli import hostchaos, open_records, records
-from tests.support.netns import mount_points, netns_note, process_in
+from tests.support.netns import handle_of, mount_points, process_in
 
 
 def inject(*args: str, state_dir: Path) -> str:
@@ -33,11 +33,12 @@ def test_pid_target_is_rolled_back_after_its_process_exited(pair: NetnsPair,
     with process_in(pair.a) as target:
         fault_id = inject("--pid", str(target.pid), "--iface", pair.iface_a,
                           state_dir=state_dir)
-        handle = netns_note(state_dir, fault_id)["handle"]
-        assert handle in mount_points() and handle.startswith(f"{state_dir}/netns/")
+        handle = handle_of(state_dir, fault_id)
+        held = handle in mount_points()
     assert "tbf 4901:" in pair.tc_config()  # the process is gone, the fault is not
     rollback(fault_id, state_dir)
     assert pair.tc_config() == before
+    assert handle is not None and held and handle.startswith(f"{state_dir}/netns/")
     assert handle not in mount_points() and not os.path.exists(handle)
     (record,) = records(state_dir)
     assert record["state"] == "rolled-back"
@@ -52,7 +53,8 @@ def test_netns_deleted_while_a_process_is_inside_is_still_rolled_back(
         assert "tbf 4901:" in tc_configuration(keeper.pid, pair.iface_a)
         rollback(fault_id, state_dir)
         assert tc_configuration(keeper.pid, pair.iface_a) == before
-    assert netns_note(state_dir, fault_id)["handle"] not in mount_points()
+    handle = handle_of(state_dir, fault_id)
+    assert handle is not None and handle not in mount_points()
 
 
 def test_without_its_handle_rollback_finds_the_namespace_through_a_process(
@@ -62,7 +64,8 @@ def test_without_its_handle_rollback_finds_the_namespace_through_a_process(
     with process_in(pair.a) as keeper:
         before = tc_configuration(keeper.pid, pair.iface_a)
         fault_id = inject("--netns", pair.a, "--iface", pair.iface_a, state_dir=state_dir)
-        handle = netns_note(state_dir, fault_id)["handle"]
+        handle = handle_of(state_dir, fault_id)
+        assert handle is not None
         subprocess.run(["umount", "--lazy", handle], check=True)
         subprocess.run(["ip", "netns", "del", pair.a], check=True)
         rollback(fault_id, state_dir)
@@ -73,7 +76,8 @@ def test_without_its_handle_rollback_finds_the_namespace_through_a_process(
 def test_a_namespace_that_is_really_gone_is_a_successful_rollback(pair: NetnsPair,
                                                                   state_dir: Path) -> None:
     fault_id = inject("--netns", pair.a, "--iface", pair.iface_a, state_dir=state_dir)
-    handle = netns_note(state_dir, fault_id)["handle"]
+    handle = handle_of(state_dir, fault_id)
+    assert handle is not None
     subprocess.run(["umount", "--lazy", handle], check=True)
     subprocess.run(["ip", "netns", "del", pair.a], check=True)  # nothing holds it any more
     rollback(fault_id, state_dir)
@@ -87,7 +91,7 @@ def test_sweep_releases_handles_that_closed_faults_left(pair: NetnsPair,
 
     Journal(state_dir).prepare()
     open_id = inject("--netns", pair.a, "--iface", pair.iface_a, state_dir=state_dir)
-    kept = netns_note(state_dir, open_id)["handle"]
+    kept = handle_of(state_dir, open_id)
     stale = state_dir / "netns" / "hc-rate-0badc0de"  # a handle whose fault is closed
     fd = os.open(f"/run/netns/{pair.a}", os.O_RDONLY)
     try:

@@ -34,10 +34,10 @@ def process_in(netns: str) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait()
 
 
-def netns_note(state_dir: Path, fault_id: str) -> dict[str, Any]:
-    (record,) = [r for r in records(state_dir) if r["id"] == fault_id]
-    (note,) = [n for n in record["undo"] if n["step"] == "netns"]
-    return note
+def handle_of(state_dir: Path, fault_id: str) -> str | None:
+    """The namespace handle the fault's record notes (None if it notes none)."""
+    found = notes(state_dir, fault_id, "netns")
+    return str(found[0]["handle"]) if found and found[0]["handle"] else None
 
 
 def notes(state_dir: Path, fault_id: str, step: str) -> list[dict[str, Any]]:

@@ -11,21 +11,26 @@ import pytest
 from hostchaos.faults.base import Peer
 from hostchaos.faults.network import NetworkFault, RateFault, RateSpec
 from hostchaos.system import ssh
-from hostchaos.system.namespaces import NetnsIdentity
 
-BLUE = NetnsIdentity(4, 4026532177)
-GREEN = NetnsIdentity(4, 4026532300)
+#: two namespaces, as (st_dev, st_ino) of their nsfs files
+BLUE = (4, 4026532177)
+GREEN = (4, 4026532300)
 
 
-def peer(spec: RateSpec | None, identity: NetnsIdentity | None, *notes: dict[str, Any]) -> Peer:
-    noted = [{"step": "netns", **identity.to_note(), "label": "x", "handle": None}] \
-        if identity else []
+def peer(spec: RateSpec | None, identity: tuple[int, int] | None,
+         *notes: dict[str, Any]) -> Peer:
+    noted = [{"step": "netns", "dev": identity[0], "ino": identity[1], "label": "x",
+              "handle": None}] if identity else []
     return Peer("hc-rate-00000001", "rate", spec, [*noted, *notes])
 
 
-def fault(spec: RateSpec, identity: NetnsIdentity | None) -> NetworkFault:
+def fault(spec: RateSpec, identity: tuple[int, int] | None) -> NetworkFault:
+    """A fault whose target resolved to ``identity`` (as resolve() does on a real host)."""
+    from hostchaos.system.namespaces import NetnsIdentity
+
     made = RateFault(spec)
-    made.identity, made.label = identity, spec.where()
+    made.identity = NetnsIdentity(*identity) if identity else None
+    made.label = spec.where()
     return made
 
 
@@ -52,7 +57,7 @@ def test_slot_claims_snapshots_and_ifbs_belong_to_one_namespace() -> None:
                 {"step": "ifb", "name": "hcifb7", "iface": "eth0", "index": 7},
                 {"step": "class", "device": "eth0", "slot": 3, "where": "blue"})
     elsewhere = Peer("hc-rate-00000002", "rate", None, [
-        {"step": "netns", **GREEN.to_note(), "label": "green", "handle": None},
+        {"step": "netns", "dev": GREEN[0], "ino": GREEN[1], "label": "green", "handle": None},
         {"step": "root", "device": "eth0", "snapshot": {"qdiscs": ["BBBB"]}},
         {"step": "ifb", "name": "hcifb9", "iface": "eth0", "index": 9},
         {"step": "class", "device": "eth0", "slot": 5, "where": "green"}])
@@ -80,3 +85,16 @@ def test_every_openssh_server_process_name_is_protected(name: str) -> None:
     connections = [sconn(100, ("198.51.100.7", 50000)), sconn(200, ("198.51.100.8", 50001), 80),
                    sconn(100, ()), sconn(100, ("198.51.100.9", 1), status=psutil.CONN_LISTEN)]
     assert ssh.peers_of_sshd(connections, names.__getitem__) == [("198.51.100.7", 22)]
+
+
+def test_rollback_without_a_netns_note_needs_the_spec() -> None:
+    """Records of older versions have no netns note: their spec says where; without a spec
+    that validates, rollback says why it cannot act instead of claiming success."""
+    from hostchaos.errors import RollbackError
+    from hostchaos.journal import FaultRecord, UndoLog
+
+    record = FaultRecord(id="hc-rate-00000003", kind="rate", spec={"iface": "eth0"},
+                         boot_id="b", created_at=0, expires_at=1, survives_reboot=False,
+                         undo=[{"step": "class", "device": "eth0", "slot": 1, "where": "blue"}])
+    with pytest.raises(RollbackError, match=r"no netns note .* network namespace is unknown"):
+        RateFault.for_rollback().rollback(UndoLog(record, None))

@@ -17,7 +17,6 @@ from hostchaos.faults.network import (
     ReorderFault,
     ReorderSpec,
 )
-from hostchaos.system import tc_units
 from tests.support.cli import hostchaos, one_line_error
 
 HUGE = "1" + "0" * 400
@@ -59,7 +58,7 @@ def test_values_beyond_the_kernels_fields_are_spec_errors(build: Any, fragment: 
 
 
 def test_what_the_spec_accepts_encodes_exactly() -> None:
-    from hostchaos.system import netem_codec
+    from hostchaos.system import netem_codec, tc_units
 
     assert tc_units.ticks_per_usec() == 15.625  # every current kernel: 64 ns ticks
     smallest = LatencyFault(LatencySpec(iface="eth0", ms=0.001)).leaf_options()
@@ -81,7 +80,7 @@ def test_tbf_uses_the_64_bit_rate_above_4_gigabytes_per_second(rate: str,
     """Encoded through pyroute2 and decoded back, as the kernel would read it."""
     from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
-    from hostchaos.system import tbf_codec
+    from hostchaos.system import tbf_codec, tc_units
 
     tbf_codec.install()
     opts = RateFault(RateSpec(iface="eth0", rate=rate)).leaf_options()
@@ -99,6 +98,8 @@ def test_tbf_uses_the_64_bit_rate_above_4_gigabytes_per_second(rate: str,
 
 
 def test_default_bucket_and_queue_fit_at_any_rate() -> None:
+    from hostchaos.system import tc_units
+
     for rate in ("8kbit", "1gbit", "40gbit", "100000gbit", "147573952589676412920bit"):
         opts = RateFault(RateSpec(iface="lo", rate=rate)).leaf_options(mtu=65536)
         assert 1600 <= opts["burst"] <= tc_units.max_bucket_bytes(opts["rate"])

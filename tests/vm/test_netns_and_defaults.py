@@ -12,7 +12,7 @@ import pytest
 
 from hostchaos.sandbox import NetnsPair, tc_configuration
 from tests.support.cli import hostchaos, open_records
-from tests.support.netns import mount_points, netns_note, process_in
+from tests.support.netns import handle_of, mount_points, process_in
 
 
 def test_pid_fault_rolled_back_after_the_process_exited_and_the_name_was_deleted(
@@ -24,8 +24,8 @@ def test_pid_fault_rolled_back_after_the_process_exited_and_the_name_was_deleted
                            state_dir=state_dir)
         assert result.returncode == 0, result.stderr
         fault_id = json.loads(result.stdout)["id"]
-        handle = netns_note(state_dir, fault_id)["handle"]
-        assert handle in mount_points()
+        handle = handle_of(state_dir, fault_id)
+        held = handle in mount_points()
         target.kill()
         target.wait()
         subprocess.run(["ip", "netns", "del", pair.a], check=True)  # only keeper holds it now
@@ -33,7 +33,7 @@ def test_pid_fault_rolled_back_after_the_process_exited_and_the_name_was_deleted
         result = hostchaos("rollback", fault_id, state_dir=state_dir)
         assert result.returncode == 0, result.stderr
         assert tc_configuration(keeper.pid, pair.iface_a) == before
-    assert handle not in mount_points()
+    assert handle is not None and held and handle not in mount_points()
     assert open_records(state_dir) == []
 
 
