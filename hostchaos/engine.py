@@ -75,6 +75,8 @@ class SweepReport:
     unreadable: list[dict[str, str]] = field(default_factory=list)
     still_active: list[str] = field(default_factory=list)
     pruned: int = 0
+    #: leftovers of closed faults removed from the state directory (e.g. namespace handles)
+    leftovers: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class SweepReport:
             "unreadable": self.unreadable,
             "still_active": self.still_active,
             "pruned": self.pruned,
+            "leftovers": self.leftovers,
         }
 
 
@@ -416,7 +419,22 @@ class Engine:
                     report.failed.append({"id": record.id,
                                           "error": f"internal error: {type(exc).__name__}: "
                                                    f"{exc}"})
+            keep = {r.id for r in records if r.is_open} | {bad.fault_id for bad in unreadable}
+            self._sweep_leftovers(keep, report)
         return report
+
+    def _sweep_leftovers(self, keep: set[str], report: SweepReport) -> None:
+        """Let each kind remove what its closed faults left in the state directory."""
+        seen = set()
+        for kind in faults.KINDS:
+            try:
+                sweep = self.fault_class(kind).sweep_leftovers
+                if sweep.__qualname__ in seen:  # kinds sharing one implementation run it once
+                    continue
+                seen.add(sweep.__qualname__)
+                report.leftovers.extend(sweep(self.journal.state_dir, keep))
+            except HostchaosError as exc:
+                report.failed.append({"id": f"{kind} leftovers", "error": str(exc)})
 
     def _sweep_one(self, record: FaultRecord, this_boot: str, now: float,
                    report: SweepReport, peers: list[Peer]) -> None:

@@ -158,6 +158,8 @@ def sweep(as_json: bool) -> None:
             click.echo(f"rolled back {item['id']}: {item['reason']}")
         for fault_id in report.closed_by_reboot:
             click.echo(f"closed {fault_id}: the reboot removed it")
+        for path in report.leftovers:
+            click.echo(f"removed {path}: its fault is closed")
         for item in report.failed:
             click.echo(f"FAILED {item['id']}: {item['error']}", err=True)
         click.echo(f"sweep: {len(report.rolled_back)} rolled back, "

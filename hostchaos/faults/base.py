@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from hostchaos.errors import SpecError
@@ -118,6 +119,15 @@ class Fault(ABC):
     def observe(self, undo: UndoLog) -> dict[str, Any]:
         """Live kernel state of the fault, for `status`."""
         return {}
+
+    @classmethod
+    def sweep_leftovers(cls, state_dir: Path, open_ids: set[str]) -> list[str]:
+        """Remove what closed faults of this kind left in ``state_dir``; list what was removed.
+
+        Called by sweep under the state lock; ``open_ids`` are the faults that
+        may still need their leftovers (open, or with an unreadable record).
+        """
+        return []
 
 
 def require(condition: bool, message: str) -> None:

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
+from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hostchaos.errors import PreconditionError, SpecError, TargetNotFoundError
+from hostchaos.config import Config
+from hostchaos.errors import (
+    HostchaosError,
+    PreconditionError,
+    RollbackError,
+    SpecError,
+    TargetNotFoundError,
+)
 from hostchaos.faults.base import Fault, Peer, Spec, require
 from hostchaos.journal import UndoLog
 
 if TYPE_CHECKING:
+    from hostchaos.system.namespaces import NetnsIdentity
     from hostchaos.system.netlink import FilterSet, Namespace
     from hostchaos.system.u32 import Match
 
@@ -190,8 +201,16 @@ class NetworkSpec(Spec):
             parts.append(f"sport {self.sport}")
         return " ".join(parts) if parts else "all IP traffic"
 
-    def overlaps(self, other: NetworkSpec) -> bool:
-        if (other.iface, other.namespace_key()) != (self.iface, self.namespace_key()):
+    def overlaps(self, other: NetworkSpec, *, same_namespace: bool | None = None) -> bool:
+        """Could a packet be selected by both specs on the same interface and direction?
+
+        ``same_namespace``: whether both target the same network namespace, as
+        judged by its identity; None compares the spellings (``--netns`` name,
+        ``--pid``), for records written before identities were noted.
+        """
+        if same_namespace is None:
+            same_namespace = other.namespace_key() == self.namespace_key()
+        if not same_namespace or other.iface != self.iface:
             return False
         if not set(self.directions()) & set(other.directions()):
             return False
@@ -235,14 +254,48 @@ def combine(a: Match, b: Match) -> Match | None:
 
 def _percent(value: float, name: str, *, allow_zero: bool = False) -> None:
     low_ok = value >= 0 if allow_zero else value > 0
-    require(low_ok and value <= 100,
+    require(math.isfinite(value) and low_ok and value <= 100,
             f"{name} must be {'between 0' if allow_zero else 'above 0'} and 100, got {value:g}")
 
 
+#: netem's policy cap on a delay; the kernel's own limit (a u32 of 64 ns ticks) is ~274.9 s
+MAX_DELAY_MS = 60_000.0
+#: netem takes delays in whole microseconds (as `tc` does)
+MIN_DELAY_MS = 0.001
+
+
+def _delay_ms(value: float, name: str, *, allow_zero: bool = False) -> None:
+    """A netem delay: whole microseconds that fit the kernel's u32 tick field."""
+    from hostchaos.system.tc_units import max_usec
+
+    high = min(MAX_DELAY_MS, max_usec() / 1000)
+    ok = math.isfinite(value) and (
+        (allow_zero and value == 0) or (value <= high and round(value * 1000) >= 1))
+    zero = "0 or " if allow_zero else ""
+    require(ok, f"{name} must be {zero}between {MIN_DELAY_MS:g} and {high:g} ms (netem counts "
+                f"whole microseconds), got {value:g}")
+
+
+def _u32(value: int, name: str) -> None:
+    from hostchaos.system.tc_units import U32_MAX
+
+    require(0 <= value <= U32_MAX, f"{name} must be between 0 and {U32_MAX}, got {value}")
+
+
 class NetworkFault(Fault):
-    """Common mechanism of the network kinds (see each kind's docstring)."""
+    """Common mechanism of the network kinds (see each kind's docstring).
+
+    The target namespace is known by its identity (see
+    :mod:`hostchaos.faults.network_namespace`): resolved at inject, noted before
+    the first change, and held by a handle until rollback, which works from the
+    notes alone.
+    """
 
     spec: NetworkSpec
+    #: the target namespace: resolved before inject, read from the notes for rollback
+    identity: NetnsIdentity | None = None
+    #: how the target was named (``default``, ``blue``, ``pid 42``), for messages
+    label: str | None = None
 
     # -- what each kind provides ---------------------------------------------
     leaf_kind: ClassVar[str] = "netem"
@@ -253,38 +306,31 @@ class NetworkFault(Fault):
 
     @classmethod
     def warm_up(cls) -> None:
+        import hostchaos.faults.network_namespace
         import hostchaos.system.netlink
         import hostchaos.system.u32  # noqa: F401
 
     # -- target ----------------------------------------------------------------
-    def _namespace(self) -> Any:
-        from hostchaos.system import netlink
-        from hostchaos.system.procs import start_ticks
+    def resolve(self) -> None:
+        from hostchaos.faults import network_namespace
 
-        spec = self.spec
-        path: str | None = None
-        if spec.netns:
-            path = netlink.netns_path(spec.netns)
-        elif spec.pid is not None:
-            ticks = start_ticks(spec.pid)
-            if ticks is None or (spec.pid_start_ticks is not None
-                                 and ticks != spec.pid_start_ticks):
-                raise TargetNotFoundError(f"process {spec.pid} ({spec.where()}) is gone")
-            path = f"/proc/{spec.pid}/ns/net"
-        return netlink.open_namespace(path, spec.where())
+        self.identity = network_namespace.resolve(self.spec)
+        self.label = self.spec.where()
 
     def preflight(self) -> None:
+        from hostchaos.faults import network_namespace
         from hostchaos.system import capabilities
 
         root = capabilities.is_root()
         if not root.ok:
             raise PreconditionError(f"network faults need root ({root.detail}): {root.fix}")
-        with self._namespace() as ns:
+        with network_namespace.peek(self.spec, self.identity) as ns:
             tree = ns.tree(self.spec.iface)
             if "egress" in self.spec.directions() and not self.spec.force:
                 tree.check_root_replaceable()
             if "ingress" in self.spec.directions():
-                ns.check_ingress_free(self.spec.iface)
+                name, _index = ns.ifb_for(self.spec.iface)
+                ns.check_ifb_free(self.spec.iface, ours=self._ifb_of_peer(name))
         if self.leaf_kind == "netem":
             netem = capabilities.netem()
             if not netem.ok:
@@ -297,11 +343,41 @@ class NetworkFault(Fault):
                                         f"{ifb.fix}")
 
     def conflicts(self, peer: Peer) -> str | None:
+        from hostchaos.faults.network_namespace import noted_identity
+
         other = peer.spec
-        if isinstance(other, NetworkSpec) and self.spec.overlaps(other):
+        if not isinstance(other, NetworkSpec):
+            return None
+        theirs = noted_identity(peer.notes)
+        same = self.identity == theirs if self.identity and theirs else None
+        if self.spec.overlaps(other, same_namespace=same):
             return (f"{other.selector_label()} on {other.target_label()} "
                     f"({other.direction})")
         return None
+
+    # -- peers in the same namespace ----------------------------------------------
+    def _peer_notes_here(self, step: str) -> list[dict[str, Any]]:
+        """``step`` notes of the other open faults in this fault's namespace."""
+        from hostchaos.faults.network_namespace import same_namespace
+
+        return [{"fault": peer.id, **note} for peer in self.peers
+                if same_namespace(self.identity, self.label, self.spec, peer)
+                for note in peer.notes if note.get("step") == step]
+
+    def _claimed_slots(self, device: str) -> set[int]:
+        return {int(n["slot"]) for n in self._peer_notes_here("class")
+                if n.get("device") == device}
+
+    def _inherited_snapshot(self, device: str) -> dict[str, list[str]] | None:
+        for note in self._peer_notes_here("root"):
+            if note.get("device") == device and note.get("snapshot"):
+                snapshot: dict[str, list[str]] = note["snapshot"]
+                return snapshot
+        return None
+
+    def _ifb_of_peer(self, name: str) -> bool:
+        """Did another open fault in this namespace set up the IFB ``name``?"""
+        return any(n.get("name") == name for n in self._peer_notes_here("ifb"))
 
     # -- protection --------------------------------------------------------------
     def _protected(self) -> list[Match]:
@@ -348,70 +424,103 @@ class NetworkFault(Fault):
 
         return FilterSet(rules(passed), rules(selected))
 
-    # -- apply / rollback -----------------------------------------------------------
-    def _claimed_slots(self, device: str) -> set[int]:
-        return {int(n["slot"]) for n in self.peer_notes() if n.get("step") == "class"
-                and n.get("device") == device and n.get("where") == self.spec.where()}
-
+    # -- apply ---------------------------------------------------------------------
     def apply(self, undo: UndoLog) -> None:
-        with self._namespace() as ns:
+        from hostchaos.faults import network_namespace
+
+        state_dir = undo.journal.state_dir if undo.journal else Config.load().state_dir
+        with network_namespace.enter_for_apply(
+                self.spec, self.identity, undo.record.id, state_dir / "netns",
+                undo.note) as (ns, identity):
+            self.identity, self.label = identity, self.spec.where()
             for direction in self.spec.directions():
                 device = self.spec.iface
                 if direction == "ingress":
-                    base = ns.tree(self.spec.iface).index
-                    undo.note("ifb", name=ns.ifb_name(base))
-                    device, _created = ns.ensure_ifb(self.spec.iface)
-                tree = ns.tree(device)
-                original = tree.root()
-                if original is None or not original.is_hostchaos:
-                    foreign = original is not None and not original.is_kernel_default
-                    if foreign and not (self.spec.force and direction == "egress"):
-                        tree.check_root_replaceable(original)  # raises ConflictError
-                    undo.note("root", device=device,
-                              original=original.to_dict() if original else None,
-                              snapshot=tree.snapshot() if foreign else None)
-                    if original is not None and foreign:
-                        tree.delete_foreign_root(original)
-                    tree.create_root()
-                else:
-                    inherited = self._inherited_snapshot(device)
-                    if inherited is not None:  # whoever leaves last puts the original back
-                        undo.note("root", device=device, joined=True, snapshot=inherited)
-                slot = tree.free_slot(self._claimed_slots(device))
-                undo.note("class", device=device, slot=slot, where=self.spec.where(),
-                          direction=direction)
-                tree.add_fault_class(slot, self.leaf_kind, self.leaf_options(tree.mtu()))
-                filters = self.apply_filters(direction)
-                undo.note("filters", device=device, slot=slot,
-                          protected=len(filters.passed), selected=len(filters.selected))
-                tree.add_filters(slot, filters)
+                    name, index = ns.ifb_for(self.spec.iface)
+                    ns.check_ifb_free(self.spec.iface, ours=self._ifb_of_peer(name))
+                    undo.note("ifb", name=name, iface=self.spec.iface, index=index)
+                    device = ns.ensure_ifb(self.spec.iface)
+                self._apply_on(ns, undo, device, direction)
 
-    def _inherited_snapshot(self, device: str) -> dict[str, list[str]] | None:
-        for note in self.peer_notes():
-            if (note.get("step") == "root" and note.get("device") == device
-                    and note.get("snapshot")):
-                snapshot: dict[str, list[str]] = note["snapshot"]
-                return snapshot
-        return None
+    def _apply_on(self, ns: Namespace, undo: UndoLog, device: str, direction: str) -> None:
+        tree = ns.tree(device)
+        original = tree.root()
+        if original is None or not original.is_hostchaos:
+            foreign = tree.foreign_root()
+            if foreign is not None and not (self.spec.force and direction == "egress"):
+                tree.check_root_replaceable(foreign)  # raises ConflictError
+            undo.note("root", device=device,
+                      original=original.to_dict() if original else None,
+                      snapshot=tree.snapshot() if foreign else None)
+            if foreign is not None:
+                tree.delete_foreign_root(foreign)
+            tree.create_root()
+        else:
+            inherited = self._inherited_snapshot(device)
+            if inherited is not None:  # whoever leaves last puts the original back
+                undo.note("root", device=device, joined=True, snapshot=inherited)
+        slot = tree.free_slot(self._claimed_slots(device))
+        undo.note("class", device=device, slot=slot, where=self.spec.where(),
+                  direction=direction)
+        tree.add_fault_class(slot, self.leaf_kind, self.leaf_options(tree.mtu()))
+        filters = self.apply_filters(direction)
+        undo.note("filters", device=device, slot=slot,
+                  protected=len(filters.passed), selected=len(filters.selected))
+        tree.add_filters(slot, filters)
 
+    # -- rollback --------------------------------------------------------------------
     def rollback(self, undo: UndoLog) -> None:
+        """Undo from the notes alone (``self.spec`` may be None)."""
+        from hostchaos.faults import network_namespace
+        from hostchaos.system.namespaces import NetnsIdentity
+
+        note = network_namespace.netns_note(undo.record.undo)
+        if note is None:
+            self._rollback_without_netns_note(undo)
+            return
+        self.identity = NetnsIdentity.from_note(note)
+        self.label = str(note.get("label") or "")
+        with network_namespace.enter_noted(note) as ns:
+            if ns is not None:  # None: the namespace is gone, and the fault with it
+                self._undo_in(ns, undo)
         try:
-            opened = self._namespace()
-            ns = opened.__enter__()
+            network_namespace.release(note, undo.record.id)
+        except HostchaosError:
+            pass  # the fault is out; sweep removes a handle left behind
+
+    def _rollback_without_netns_note(self, undo: UndoLog) -> None:
+        """Records written before the ``netns`` note existed: the spec says where."""
+        from hostchaos.system import netlink
+        from hostchaos.system.namespaces import NetnsIdentity
+
+        if self.spec is None:
+            raise RollbackError(
+                f"fault {undo.record.id} has no netns note (written by an older hostchaos) and "
+                "its spec no longer validates, so its network namespace is unknown; remove its "
+                "qdiscs by hand (`tc qdisc show`), then its record")
+        self.label = self.spec.where()
+        try:
+            path = network_namespace_path(self.spec)
+            self.identity = NetnsIdentity.of_path(path or "/proc/thread-self/ns/net")
+            with netlink.open_namespace(path, self.spec.where()) as ns:
+                self._undo_in(ns, undo)
         except TargetNotFoundError:
-            return  # the namespace is gone, and the fault with it
-        try:
-            for note in reversed(undo.steps("class")):
-                self._remove_class(ns, str(note["device"]), int(note["slot"]))
-            for note in undo.steps("root"):
-                if not undo.steps("class"):  # apply stopped before its class: tidy up here
-                    self._remove_tree_if_unused(ns, str(note["device"]))
-                if note.get("snapshot"):
-                    self._restore_if_last(ns, str(note["device"]), note["snapshot"])
-            if undo.steps("ifb"):
-                ns.remove_ifb(self.spec.iface)
-        finally:
-            opened.__exit__(None, None, None)
+            return  # namespace or process gone: as older versions judged it
+
+    def _undo_in(self, ns: Namespace, undo: UndoLog) -> None:
+        for note in reversed(undo.steps("class")):
+            self._remove_class(ns, str(note["device"]), int(note["slot"]))
+        for note in undo.steps("root"):
+            if not undo.steps("class"):  # apply stopped before its class: tidy up here
+                self._remove_tree_if_unused(ns, str(note["device"]))
+            if note.get("snapshot"):
+                self._restore_if_last(ns, str(note["device"]), note["snapshot"])
+        for note in undo.steps("ifb"):
+            name = str(note["name"])
+            if self._ifb_of_peer(name):
+                continue  # another fault in this namespace still feeds it
+            index = note.get("index")  # older notes lack it
+            ns.remove_ifb(name, int(index) if index is not None else None)
 
     def _remove_class(self, ns: Namespace, device: str, slot: int) -> None:
         try:
@@ -428,8 +537,8 @@ class NetworkFault(Fault):
             tree = ns.tree(device)
         except TargetNotFoundError:
             return
-        if not tree.is_ours() and not any(n.get("device") == device for n in self.peer_notes()
-                                          if n.get("step") == "class"):
+        if not tree.is_ours() and not any(n.get("device") == device
+                                          for n in self._peer_notes_here("class")):
             tree.restore(snapshot)
 
     def _remove_tree_if_unused(self, ns: Namespace, device: str) -> None:
@@ -440,26 +549,60 @@ class NetworkFault(Fault):
         if tree.is_ours() and not tree.used_slots() and not self._claimed_slots(device):
             tree.remove_root(known_ours=True)
 
+    @classmethod
+    def sweep_leftovers(cls, state_dir: Path, open_ids: set[str]) -> list[str]:
+        """Release namespace handles whose fault is closed (its rollback could not)."""
+        from hostchaos.system import namespaces
+
+        removed = []
+        for handle in namespaces.stale_handles(state_dir / "netns", open_ids):
+            namespaces.release_handle(str(handle))
+            removed.append(str(handle))
+        return removed
+
     def observe(self, undo: UndoLog) -> dict[str, Any]:
+        from hostchaos.faults import network_namespace
+        from hostchaos.system import netlink
+
         classes = undo.steps("class")
         if not classes:
             return {"present": False}
         out: dict[str, Any] = {"present": True, "directions": {}}
+        note = network_namespace.netns_note(undo.record.undo)
         try:
-            with self._namespace() as ns:
-                for note in classes:
-                    tree = ns.tree(str(note["device"]))
-                    slot = int(note["slot"])
+            with (network_namespace.enter_noted(note) if note else
+                  netlink.open_namespace(network_namespace_path(self.spec),
+                                         self.spec.where())) as ns:
+                if ns is None:
+                    return {"present": False, "problem": "its network namespace is gone"}
+                for entry in classes:
+                    tree = ns.tree(str(entry["device"]))
+                    slot = int(entry["slot"])
                     counters = tree.slot_stats(slot)
                     out["present"] = out["present"] and counters is not None
-                    out["directions"][note.get("direction", "egress")] = {
-                        "device": note["device"], "class": counters,
+                    out["directions"][entry.get("direction", "egress")] = {
+                        "device": entry["device"], "class": counters,
                         self.leaf_kind: tree.leaf_stats(slot)}
         except TargetNotFoundError as exc:
             return {"present": False, "problem": str(exc)}
         first = next(iter(out["directions"].values()))
         out["class"] = first["class"]  # the egress (or only) direction, for quick reading
         return out
+
+
+def network_namespace_path(spec: NetworkSpec) -> str | None:
+    """The namespace path of a spec as older versions opened it (None: our own)."""
+    from hostchaos.system import netlink
+    from hostchaos.system.procs import start_ticks
+
+    if spec.netns:
+        return netlink.netns_path(spec.netns)
+    if spec.pid is not None:
+        ticks = start_ticks(spec.pid)
+        if ticks is None or (spec.pid_start_ticks is not None and ticks != spec.pid_start_ticks):
+            raise TargetNotFoundError(f"process {spec.pid} ({spec.where()}) is gone")
+        return f"/proc/{spec.pid}/ns/net"
+    return None
 
 
 # ----------------------------------------------------------------------- kinds
@@ -479,9 +622,8 @@ class LatencySpec(NetworkSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(0 < self.ms <= 60_000, f"--ms must be above 0 and at most 60000, got {self.ms:g}")
-        require(0 <= self.jitter_ms <= 60_000,
-                f"--jitter must be between 0 and 60000 ms, got {self.jitter_ms:g}")
+        _delay_ms(self.ms, "--ms")
+        _delay_ms(self.jitter_ms, "--jitter", allow_zero=True)
         _percent(self.correlation, "--correlation", allow_zero=True)
         require(not self.correlation or self.jitter_ms > 0,
                 "--correlation needs --jitter (it correlates successive delay variations)")
@@ -521,7 +663,7 @@ class LatencyFault(NetworkFault):
 
     def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         s = self.spec
-        opts: dict[str, Any] = {"delay": int(s.ms * 1000), "jitter": int(s.jitter_ms * 1000)}
+        opts: dict[str, Any] = {"delay": round(s.ms * 1000), "jitter": round(s.jitter_ms * 1000)}
         if s.correlation:
             opts["delay_corr"] = s.correlation
         if s.distribution:
@@ -679,10 +821,11 @@ class ReorderSpec(NetworkSpec):
         super().__post_init__()
         _percent(self.percent, "--percent")
         _percent(self.correlation, "--correlation", allow_zero=True)
-        require(self.ms is not None and self.ms > 0,
+        require(self.ms is not None and self.ms != 0,
                 "reorder needs a delay: add --ms (packets not sent early wait that long)")
-        require(self.ms is not None and self.ms <= 60_000, "--ms must be at most 60000")
-        require(self.gap >= 0, f"--gap must be 0 or more, got {self.gap}")
+        assert self.ms is not None
+        _delay_ms(self.ms, "--ms")
+        _u32(self.gap, "--gap")
 
 
 class ReorderFault(NetworkFault):
@@ -707,30 +850,41 @@ class ReorderFault(NetworkFault):
 
     def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         s = self.spec
-        return {"delay": int((s.ms or 0) * 1000), "prob_reorder": s.percent,
+        return {"delay": round((s.ms or 0) * 1000), "prob_reorder": s.percent,
                 "corr_reorder": s.correlation, "gap": s.gap}
 
 
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)?", re.I)
-_RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 8, "kbps": 8e3,
-               "mbps": 8e6, "gbps": 8e9}
+_RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "bps": 8, "kbps": 8 * 10**3,
+               "mbps": 8 * 10**6, "gbps": 8 * 10**9}
 _SIZE = re.compile(r"(\d+)\s*(b|k|kb|m|mb)?", re.I)
 _SIZE_UNITS = {"b": 1, "k": 1024, "kb": 1024, "m": 1024 * 1024, "mb": 1024 * 1024}
+MIN_RATE_BITS = 8000
+#: the smallest token bucket and queue: one full-size packet
+MIN_BUCKET_BYTES = 1600
 
 
 def parse_rate(text: str) -> int:
-    """Bits per second from ``1mbit``, ``500kbit``, ``10mbps`` (bytes) or plain bits."""
+    """Bits per second from ``1mbit``, ``500kbit``, ``10mbps`` (bytes) or plain bits.
+
+    tbf takes a 64-bit count of bytes per second, so anything from 8kbit to
+    2^64-1 bytes/s (about 147 Ebit/s) is accepted; parsed exactly, never as a float.
+    """
+    from hostchaos.system.tc_units import U64_MAX
+
     found = _RATE.fullmatch(text.strip())
     require(found is not None, f"--rate {text!r} is not a rate (e.g. 1mbit, 500kbit, 10mbps)")
     assert found is not None
-    bits = float(found.group(1)) * _RATE_UNITS[(found.group(2) or "bit").lower()]
-    require(bits >= 8000, f"--rate {text!r} is below the minimum of 8kbit")
-    return int(bits)
+    bits = int(Fraction(found.group(1)) * _RATE_UNITS[(found.group(2) or "bit").lower()])
+    require(MIN_RATE_BITS <= bits and bits // 8 <= U64_MAX,
+            f"--rate {text[:40]!r} is out of range: tbf takes 8kbit to 2^64-1 bytes/s "
+            "(about 147 Ebit/s)")
+    return bits
 
 
 def parse_size(text: str, option: str) -> int:
     found = _SIZE.fullmatch(text.strip())
-    require(found is not None, f"{option} {text!r} is not a size (e.g. 32k, 1m, 1500)")
+    require(found is not None, f"{option} {text[:40]!r} is not a size (e.g. 32k, 1m, 1500)")
     assert found is not None
     return int(found.group(1)) * _SIZE_UNITS[(found.group(2) or "b").lower()]
 
@@ -745,14 +899,22 @@ class RateSpec(NetworkSpec):
     limit: str | None = None
 
     def __post_init__(self) -> None:
+        from hostchaos.system.tc_units import U32_MAX, max_bucket_bytes
+
         super().__post_init__()
-        parse_rate(self.rate)
+        rate_bytes = parse_rate(self.rate) // 8
         if self.burst is not None:
-            require(parse_size(self.burst, "--burst") >= 1600, "--burst must be at least 1600 "
-                    "bytes (one full-size packet)")
+            # tbf keeps the bucket as a u32 of bytes and as a u32 of 64 ns ticks at the rate
+            high = max_bucket_bytes(rate_bytes)
+            burst = parse_size(self.burst, "--burst")
+            require(MIN_BUCKET_BYTES <= burst <= high,
+                    f"--burst must be between {MIN_BUCKET_BYTES} and {high} bytes at --rate "
+                    f"{self.rate} (one full-size packet up to what tbf can count), got {burst}")
         if self.limit is not None:
-            require(parse_size(self.limit, "--limit") >= 1600, "--limit must be at least 1600 "
-                    "bytes")
+            limit = parse_size(self.limit, "--limit")
+            require(MIN_BUCKET_BYTES <= limit <= U32_MAX,
+                    f"--limit must be between {MIN_BUCKET_BYTES} and {U32_MAX} bytes, "
+                    f"got {limit}")
 
 
 class RateFault(NetworkFault):
@@ -777,13 +939,16 @@ class RateFault(NetworkFault):
         return f"limit {s.selector_label()} on {s.target_label()} ({s.direction}) to {s.rate}"
 
     def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
+        from hostchaos.system.tc_units import U32_MAX, max_bucket_bytes
+
         s = self.spec
-        bits = parse_rate(s.rate)
+        rate = parse_rate(s.rate) // 8
         # tbf never sends a packet larger than its bucket: hold at least one MTU (lo: 64 KiB)
-        burst = parse_size(s.burst, "--burst") if s.burst else max(3000, bits // 8 // 250,
-                                                                     mtu + 14)
-        limit = parse_size(s.limit, "--limit") if s.limit else max(3 * burst, bits // 8 // 4)
-        return {"rate": f"{bits}bit", "burst": burst, "limit": limit}
+        burst = parse_size(s.burst, "--burst") if s.burst else min(
+            max(3000, rate // 250, mtu + 14), max_bucket_bytes(rate))
+        limit = parse_size(s.limit, "--limit") if s.limit else min(
+            max(3 * burst, rate // 4), U32_MAX)
+        return {"rate": rate, "burst": burst, "limit": limit}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

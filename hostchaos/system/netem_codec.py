@@ -21,9 +21,10 @@ from typing import Any
 from pyroute2.netlink import nla
 from pyroute2.netlink.rtnl import TC_H_ROOT
 from pyroute2.netlink.rtnl.tcmsg import plugins
-from pyroute2.netlink.rtnl.tcmsg.common import get_rate, percent2u32, time2tick
+from pyroute2.netlink.rtnl.tcmsg.common import get_rate, percent2u32
 
 from hostchaos.errors import PreconditionError
+from hostchaos.system.tc_units import usec_to_ticks
 
 parent = TC_H_ROOT
 
@@ -50,8 +51,8 @@ def distribution_table(name: str) -> bytes | None:
 def get_parameters(kwarg: dict[str, Any]) -> dict[str, Any]:
     attrs: list[list[Any]] = []
     opts: dict[str, Any] = {
-        "delay": time2tick(kwarg.get("delay", 0)),
-        "jitter": time2tick(kwarg.get("jitter", 0)),
+        "delay": usec_to_ticks(kwarg.get("delay", 0)),  # microseconds, as the spec checked
+        "jitter": usec_to_ticks(kwarg.get("jitter", 0)),
         "limit": kwarg.get("limit", 1000),
         "loss": percent2u32(kwarg.get("loss", 0)),
         "gap": kwarg.get("gap", 0),

@@ -12,7 +12,8 @@ One tree per interface, all handles under the reserved major ``0x4843`` ("HC")::
 
 Ingress faults go through an IFB device ``hcifb<ifindex>`` that carries its own
 tree: an ``ingress`` qdisc on the interface redirects incoming IPv4/IPv6 to it
-(mirred), and the IFB hands packets back to the stack after its tree.
+(mirred), and the IFB hands packets back to the stack after its tree. An IFB
+of that name that no open fault noted is someone else's and is never used.
 
 HTB rather than prio: prio is not built into every kernel (this project's
 build machine lacks it); HTB is everywhere, and its direct queue lets
@@ -23,7 +24,6 @@ Every netlink error becomes a hostchaos error here and nowhere else.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
@@ -36,6 +36,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from hostchaos.errors import ApplyError, ConflictError, PreconditionError, TargetNotFoundError
+from hostchaos.system import namespaces
 
 ROOT_MAJOR = 0x4843
 ROOT_HANDLE = ROOT_MAJOR << 16
@@ -48,11 +49,10 @@ TC_H_INGRESS = 0xFFFFFFF1
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 NETNS_DIR = "/run/netns"
-CLONE_NEWNET = 0x40000000
 IFB_PREFIX = "hcifb"
 
-#: Root qdiscs the kernel attaches by itself; replacing one is harmless because
-#: deleting our root makes the kernel attach its default again.
+#: Root qdiscs the kernel attaches by itself (with handle 0:); replacing such a tree
+#: is harmless because deleting our root makes the kernel attach its default again.
 KERNEL_DEFAULT_ROOTS = frozenset({"noqueue", "pfifo_fast", "fq_codel", "mq", "fq", "noop"})
 
 # htb stores rates in bytes/s; 100 Gbit/s keeps a fault class from shaping.
@@ -76,8 +76,9 @@ class QdiscInfo:
         return self.handle == ROOT_HANDLE and self.kind == "htb"
 
     @property
-    def is_kernel_default(self) -> bool:
-        return self.kind in KERNEL_DEFAULT_ROOTS and self.handle >> 16 == 0
+    def is_kernel_made(self) -> bool:
+        """Handle major 0: only the kernel makes such qdiscs (see TrafficTree.foreign_root)."""
+        return self.handle >> 16 == 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "handle": f"{self.handle >> 16:x}:{self.handle & 0xFFFF:x}",
@@ -157,11 +158,41 @@ class TrafficTree(_Boundary):
             out.append(QdiscInfo(str(msg.get_attr("TCA_KIND")), msg["handle"], msg["parent"]))
         return out
 
+    def egress_qdiscs(self) -> list[QdiscInfo]:
+        return [q for q in self.qdiscs() if q.parent != TC_H_INGRESS]
+
     def root(self) -> QdiscInfo | None:
         for qdisc in self.qdiscs():
             if qdisc.is_root:
                 return qdisc
         return None
+
+    def foreign_root(self) -> QdiscInfo | None:
+        """The root qdisc when the egress tree was set up by someone else, else None.
+
+        A tree is the kernel's own (None) when its root is a default kind, every
+        egress qdisc has handle major 0 and no filter hangs on the root. Netlink
+        cannot make such a tree: the kernel gives every qdisc it is asked to create
+        a handle of its own, refuses to change a handle-0 qdisc ("Qdisc not found"),
+        and cannot address a handle-0 qdisc's children ("Failed to find specified
+        qdisc"; seen on 6.1 and 6.18). So a handle-0 qdisc holds what the kernel
+        chose, and deleting our root makes it choose again. (Its options are not
+        compared: the kernel keeps fq_codel's quantum from the MTU the device had
+        when it came up.) Filters are the exception: ``tc filter add ... parent 0:``
+        attaches to a default fq_codel root, and would be lost with it.
+        """
+        qdiscs = self.egress_qdiscs()
+        root = next((q for q in qdiscs if q.is_root), None)
+        if root is None or root.is_hostchaos:
+            return None
+        if (root.kind in KERNEL_DEFAULT_ROOTS and all(q.is_kernel_made for q in qdiscs)
+                and not self._root_filters()):
+            return None
+        return root
+
+    def _root_filters(self) -> list[Any]:
+        return list(self._call("read filters", self._ipr.get_filters, index=self.index,
+                               parent=0) or [])
 
     def mtu(self) -> int:
         links = self._call("read link", self._ipr.get_links, self.index)
@@ -171,15 +202,19 @@ class TrafficTree(_Boundary):
         root = self.root()
         return root is not None and root.is_hostchaos
 
-    def check_root_replaceable(self, root: QdiscInfo | None = None) -> QdiscInfo | None:
-        """Raise ConflictError unless the root is ours or a kernel default. Returns the root."""
-        root = root or self.root()
-        if root is None or root.is_hostchaos or root.is_kernel_default:
-            return root
+    def check_root_replaceable(self, foreign: QdiscInfo | None = None) -> None:
+        """Raise ConflictError if the egress tree belongs to someone else (see foreign_root)."""
+        root = foreign or self.foreign_root()
+        if root is None:
+            return
+        if not root.is_kernel_made:
+            what = f"{root.kind} {root.handle >> 16:x}:"
+        else:
+            extra = "filters" if self._root_filters() else "qdiscs"
+            what = f"{root.kind} 0: with {extra} of its own"
         raise ConflictError(
-            f"{self.label} has a root qdisc set up by someone else "
-            f"({root.kind} {root.handle >> 16:x}:); hostchaos will not replace it "
-            "(remove it, or pass --force to snapshot and restore it)"
+            f"{self.label} has a root qdisc set up by someone else ({what}); hostchaos will "
+            "not replace it (remove it, or pass --force to snapshot and restore it)"
         )
 
     def used_slots(self) -> set[int]:
@@ -216,8 +251,9 @@ class TrafficTree(_Boundary):
                    ROOT_HANDLE, parent=TC_H_ROOT, default=0)
 
     def is_kernel_default(self) -> bool:
+        """Is the egress tree exactly what the kernel attaches by itself?"""
         root = self.root()
-        return root is None or root.is_kernel_default
+        return root is None or (not root.is_hostchaos and self.foreign_root() is None)
 
     def snapshot(self) -> dict[str, list[str]]:
         """Every qdisc, class and filter of the egress tree, as the kernel dumps them."""
@@ -234,8 +270,12 @@ class TrafficTree(_Boundary):
                 "filters": [raw(m) for m in filters]}
 
     def delete_foreign_root(self, root: QdiscInfo) -> None:
-        """Delete a foreign root (``--force``, after :meth:`snapshot`)."""
-        if not (root.is_kernel_default or root.is_hostchaos):
+        """Delete a foreign root (``--force``, after :meth:`snapshot`).
+
+        A handle-0 root cannot be deleted (the kernel refuses); :meth:`create_root`
+        replaces it, and its filters go with it.
+        """
+        if not (root.is_kernel_made or root.is_hostchaos):
             self._call("delete root", self._ipr.tc, "del", index=self.index,
                        handle=root.handle, parent=TC_H_ROOT, missing_ok=True)
 
@@ -315,56 +355,91 @@ class Namespace(_Boundary):
     def ifb_name(iface_index: int) -> str:
         return f"{IFB_PREFIX}{iface_index}"
 
+    def ifb_for(self, iface: str) -> tuple[str, int]:
+        """(name of the IFB hostchaos uses for ``iface``, ``iface``'s index)."""
+        index = self.tree(iface).index
+        return self.ifb_name(index), index
+
     def ingress_qdisc(self, index: int) -> QdiscInfo | None:
         for msg in self._call("read qdiscs", self._ipr.get_qdiscs, index=index):
             if msg["parent"] == TC_H_INGRESS:
                 return QdiscInfo(str(msg.get_attr("TCA_KIND")), msg["handle"], msg["parent"])
         return None
 
-    def check_ingress_free(self, iface: str) -> None:
-        """Refuse an interface whose ingress qdisc belongs to someone else."""
-        index = self.tree(iface).index
-        if self.ingress_qdisc(index) and self.index_of(self.ifb_name(index)) is None:
+    def check_ifb_free(self, iface: str, *, ours: bool) -> None:
+        """Refuse an IFB or ingress qdisc on ``iface`` that no open hostchaos fault set up.
+
+        ``ours``: an open fault in this namespace noted the IFB, so it and the
+        ingress qdisc feeding it may be shared.
+        """
+        if ours:
+            return
+        name, index = self.ifb_for(iface)
+        inside = "" if self.where == "default" else f" inside network namespace {self.where}"
+        if self.index_of(name) is not None:
+            raise ConflictError(
+                f"interface {name} (network namespace: {self.where}) already exists but no "
+                "open hostchaos fault created it; hostchaos only uses an IFB it made itself: "
+                f"if it is a leftover, remove it with `ip link del {name}`{inside}")
+        if self.ingress_qdisc(index) is not None:
             raise ConflictError(
                 f"interface {iface} (network namespace: {self.where}) already has an ingress "
-                "qdisc that hostchaos did not set up; remove it to inject ingress faults"
-            )
+                "qdisc that hostchaos did not set up; remove it to inject ingress faults "
+                f"(`tc qdisc del dev {iface} ingress`{inside})")
 
-    def ensure_ifb(self, iface: str) -> tuple[str, bool]:
-        """The IFB fed by ``iface``'s ingress, created if needed: (its name, created now)."""
-        index = self.tree(iface).index
-        name = self.ifb_name(index)
-        if self.index_of(name) is not None:
-            return name, False
-        self.check_ingress_free(iface)
-        self._call("create ifb", self._ipr.link, "add", ifname=name, kind="ifb")
+    def ensure_ifb(self, iface: str) -> str:
+        """Set up (or complete) the IFB fed by ``iface``'s ingress; returns its name.
+
+        Call after :meth:`check_ifb_free`. Idempotent: whatever of the IFB, the
+        ingress qdisc and the two redirects (IPv4, IPv6) is missing is added, and
+        redirects left from an IFB that no longer exists are replaced.
+        """
+        name, index = self.ifb_for(iface)
         ifb_index = self.index_of(name)
+        fresh = ifb_index is None
+        if fresh:
+            self._call("create ifb", self._ipr.link, "add", ifname=name, kind="ifb")
+            ifb_index = self.index_of(name)
         self._call("bring up ifb", self._ipr.link, "set", index=ifb_index, state="up")
-        self._call("add qdisc ingress", self._ipr.tc, "add", "ingress", index,
-                   INGRESS_HANDLE)
+        if self.ingress_qdisc(index) is None:
+            self._call("add qdisc ingress", self._ipr.tc, "add", "ingress", index,
+                       INGRESS_HANDLE)
+        present = {msg["info"] >> 16 for msg in self._call(
+            "read filters", self._ipr.get_filters, index=index, parent=INGRESS_HANDLE) or []}
         for prio, family in ((1, ETH_P_IP), (2, ETH_P_IPV6)):
+            if prio in present and not fresh:
+                continue
+            if prio in present:  # a redirect to the IFB this one replaces
+                self._call("delete mirred filter", self._ipr.tc, "del-filter", index=index,
+                           parent=INGRESS_HANDLE, info=(prio << 16) | socket.htons(family),
+                           missing_ok=True)
             self._call("add mirred filter", self._ipr.tc, "add-filter", "u32", index,
                        parent=INGRESS_HANDLE, prio=prio, protocol=family, target=0x1,
                        keys=["0x0/0x0+0"],
                        action={"kind": "mirred", "direction": "egress", "action": "redirect",
                                "ifindex": ifb_index})
-        return name, True
+        return name
 
-    def remove_ifb(self, iface: str) -> None:
-        """Undo :meth:`ensure_ifb` once no fault uses the IFB. Safe to repeat."""
-        index = self.index_of(iface)
-        if index is None:
-            return
-        name = self.ifb_name(index)
+    def remove_ifb(self, name: str, iface_index: int | None) -> None:
+        """Undo :meth:`ensure_ifb` from what was noted: the IFB ``name`` and the ingress
+        qdisc of the interface that had ``iface_index``. Safe to repeat.
+
+        The interface may have gone (its ingress qdisc went with it) or been
+        renamed; the IFB is removed by its own name either way, unless a fault's
+        class is still on it. Without ``iface_index`` (notes of older versions)
+        the IFB's name says it.
+        """
+        if iface_index is None and name.removeprefix(IFB_PREFIX).isdigit():
+            iface_index = int(name.removeprefix(IFB_PREFIX))
         ifb_index = self.index_of(name)
-        if ifb_index is None:
-            return  # already gone; an ingress qdisc without our IFB is not ours
-        if self.tree(name).used_slots():
+        if ifb_index is not None and TrafficTree(self._ipr, ifb_index, name,
+                                                 self.where).used_slots():
             return  # another ingress fault still uses it
-        if self.ingress_qdisc(index) is not None:
-            self._call("delete ingress qdisc", self._ipr.tc, "del", index=index,
+        if iface_index is not None and self.ingress_qdisc(iface_index) is not None:
+            self._call("delete ingress qdisc", self._ipr.tc, "del", index=iface_index,
                        handle=INGRESS_HANDLE, parent=TC_H_INGRESS, missing_ok=True)
-        self._call("delete ifb", self._ipr.link, "del", index=ifb_index, missing_ok=True)
+        if ifb_index is not None:
+            self._call("delete ifb", self._ipr.link, "del", index=ifb_index, missing_ok=True)
 
 
 def _stats(msg: Any) -> dict[str, int]:
@@ -402,30 +477,24 @@ def _socket_in_netns(path: str) -> socket.socket:
     try:
         target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _setns(target)
+            namespaces.setns(target)
             try:
                 return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)  # NETLINK_ROUTE
             finally:
-                _setns(own)
+                namespaces.setns(own)
         finally:
             os.close(target)
     finally:
         os.close(own)
 
 
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 @contextmanager
 def open_namespace(path: str | None, where: str) -> Iterator[Namespace]:
     """Open the namespace at ``path`` (None: this process's), named ``where`` in messages."""
-    from hostchaos.system import netem_codec
+    from hostchaos.system import netem_codec, tbf_codec
 
     netem_codec.install()
+    tbf_codec.install()
     try:
         ipr = IPRoute(use_socket=_socket_in_netns(path)) if path else IPRoute()
     except FileNotFoundError as exc:

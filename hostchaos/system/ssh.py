@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+#: process names that hold an SSH server's established connections: ``sshd`` up to
+#: OpenSSH 9.7; from 9.8 each session runs as ``sshd-session`` (and 10.0 adds
+#: ``sshd-auth`` for the pre-authentication phase)
+SSHD_NAMES = frozenset({"sshd", "sshd-session", "sshd-auth"})
 
 
 def ssh_connection_peer() -> tuple[str, int] | None:
@@ -21,22 +28,36 @@ def sshd_session_peers() -> list[tuple[str, int]]:
     """
     import psutil
 
-    peers = []
-    names: dict[int, str] = {}
     try:
         connections = psutil.net_connections(kind="tcp")
     except (psutil.Error, OSError):
         return []
+
+    def name_of(pid: int) -> str:
+        try:
+            return psutil.Process(pid).name()
+        except psutil.Error:
+            return ""
+
+    return peers_of_sshd(connections, name_of)
+
+
+def peers_of_sshd(connections: Iterable[Any], name_of: Callable[[int], str]
+                  ) -> list[tuple[str, int]]:
+    """(remote address, local port) of the established connections an sshd process holds.
+
+    ``connections`` are psutil's ``sconn`` tuples; ``name_of(pid)`` gives a
+    process's name.
+    """
+    import psutil
+
+    peers = []
+    names: dict[int, str] = {}
     for conn in connections:
         if conn.status != psutil.CONN_ESTABLISHED or not conn.raddr or conn.pid is None:
             continue
         if conn.pid not in names:
-            try:
-                names[conn.pid] = psutil.Process(conn.pid).name()
-            except psutil.Error:
-                names[conn.pid] = ""
-        if names[conn.pid] == "sshd":
-            remote: tuple[str, int] = tuple(conn.raddr)  # type: ignore[assignment]
-            local: tuple[str, int] = tuple(conn.laddr)  # type: ignore[assignment]
-            peers.append((remote[0], local[1]))
+            names[conn.pid] = name_of(conn.pid)
+        if names[conn.pid] in SSHD_NAMES:
+            peers.append((str(conn.raddr[0]), int(conn.laddr[1])))
     return peers

@@ -3,9 +3,13 @@
 The kernel's own dump of every qdisc, class and filter on a device is kept
 byte for byte (base64 in the fault's undo notes). Putting the tree back sends
 the same messages again as create requests, parents first, with the
-statistics attributes removed. What the kernel creates by itself (a filter
-priority's header entry, u32's root hash table) is skipped, as `tc` would
-never send it either.
+statistics attributes removed. What the kernel creates by itself is skipped,
+as `tc` would never send it either: a filter priority's header entry, u32's
+root hash table, and every qdisc (or class) with handle major 0. Those are
+kernel defaults: the default root it attaches again when our root is deleted,
+the per-queue children ``mq`` makes when it is created. Sending one would make
+the kernel create a *new* qdisc with a handle of its own in its place; skipped,
+the customized children of the snapshot are grafted onto the kernel's.
 """
 
 from __future__ import annotations
@@ -131,7 +135,8 @@ def ordered(snapshot: dict[str, list[str]]) -> list[bytes]:
             message = base64.b64decode(text)
             _family, _index, handle, parent, _info = TCMSG.unpack_from(message, 16)
             parents[handle] = parent
-            tree.append((handle, parent, message))
+            if handle >> 16:  # major 0: the kernel's own, made again by itself
+                tree.append((handle, parent, message))
     # a qdisc handle X:0 sits under its parent class; a class X:n under qdisc X:0
     for handle, parent, _ in tree:
         if handle & 0xFFFF:

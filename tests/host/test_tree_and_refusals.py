@@ -28,7 +28,7 @@ def test_tree_builds_and_leaves_no_trace(pair: NetnsPair) -> None:
         tree.check_root_replaceable()
         tree.create_root()
         slot = tree.free_slot()
-        tree.add_fault_class(slot, "tbf", {"rate": "1mbit", "burst": 10000, "latency": 50000})
+        tree.add_fault_class(slot, "tbf", {"rate": 125_000, "burst": 10000, "limit": 20000})
         tree.add_match_all_filters(slot)
         assert tree.is_ours() and tree.used_slots() == {slot}
         assert tree.free_slot() == slot + 1

@@ -22,8 +22,8 @@ def run(*args: str, state_dir: Path) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize(("args", "code", "fragment"), [
     (["inject", "latency", "--iface", "lo", "--ms", "abc"], 2, "not a valid float"),
-    (["inject", "latency", "--iface", "lo", "--ms", "-5"], 2, "--ms must be above 0"),
-    (["inject", "latency", "--iface", "lo", "--ms", "0"], 2, "--ms must be above 0"),
+    (["inject", "latency", "--iface", "lo", "--ms", "-5"], 2, "--ms must be between 0.001"),
+    (["inject", "latency", "--iface", "lo", "--ms", "0"], 2, "--ms must be between 0.001"),
     (["inject", "loss", "--iface", "lo", "--percent", "101"], 2, "--percent must be above 0"),
     (["inject", "loss", "--iface", "lo", "--percent", "0"], 2, "--percent must be above 0"),
     (["inject", "loss", "--iface", "lo", "--percent", "5", "--for", "2h"], 2, "above the cap"),

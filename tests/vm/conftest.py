@@ -27,7 +27,10 @@ def pair() -> Iterator[NetnsPair]:
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    from tests.conftest import unmount_below
+
     path = tmp_path / "state"
     path.mkdir()
-    return path
+    yield path
+    unmount_below(path)

@@ -15,8 +15,8 @@ from hostchaos.sandbox import NetnsPair
 from tests.support.cli import hostchaos, open_records, records
 from tests.support.waiting import wait_for
 
-# undo notes a latency apply writes, in order: root, class, filters
-NOTE_POINTS = [1, 2, 3]
+# undo notes a latency apply writes, in order: netns, root, class, filters
+NOTE_POINTS = [1, 2, 3, 4]
 
 
 def start_inject(pair: NetnsPair, state_dir: Path, *args: str,
@@ -79,7 +79,7 @@ def test_kill_9_of_cli_at_each_undo_note(note: int, pair: NetnsPair, state_dir: 
 @pytest.mark.parametrize("note", [0, *NOTE_POINTS])
 def test_kill_9_of_cli_and_guardian_then_sweep(note: int, pair: NetnsPair, state_dir: Path,
                                                tmp_path: Path) -> None:
-    """note 0: both killed once the fault is fully active; 1-3: killed mid-apply."""
+    """note 0: both killed once the fault is fully active; 1-4: killed mid-apply."""
     before = pair.tc_config()
     marker = tmp_path / "paused"
     env = {"HOSTCHAOS_TEST_PAUSE_AFTER_NOTE": str(note), "HOSTCHAOS_TEST_PAUSE_FILE": str(marker)}

@@ -1,0 +1,192 @@
+"""Which network namespace a network fault acts in, from inject to rollback.
+
+At inject the target (``--netns``, ``--pid``, ``--container``, or the host's
+namespace) is resolved to the namespace's identity (:mod:`hostchaos.system.namespaces`).
+Before anything changes, apply notes a ``netns`` step::
+
+    {"step": "netns", "dev": 4, "ino": 4026532177, "label": "pid 4242",
+     "handle": "/var/lib/hostchaos/netns/hc-rate-1a2b3c4d"}
+
+and bind-mounts the namespace on ``handle`` (none for the initial namespace,
+which cannot go away). Everything else happens through the handle. Rollback
+needs nothing but that note: the handle, or a process still in the namespace,
+leads back to it; if neither exists the namespace, and the fault with it, is gone.
+
+Two faults are in the same namespace when their identities are equal, however
+each was spelled (``--netns blue`` and ``--pid`` of a process in blue).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hostchaos.errors import RollbackError, TargetNotFoundError
+from hostchaos.faults.base import Peer
+
+if TYPE_CHECKING:
+    from hostchaos.faults.network import NetworkSpec
+    from hostchaos.system.namespaces import NetnsIdentity
+    from hostchaos.system.netlink import Namespace
+
+NETNS_STEP = "netns"
+
+
+def _spec_path(spec: NetworkSpec) -> str:
+    from hostchaos.system import netlink
+
+    if spec.netns:
+        return netlink.netns_path(spec.netns)
+    if spec.pid is not None:
+        return f"/proc/{spec.pid}/ns/net"
+    return "/proc/thread-self/ns/net"
+
+
+def open_target(spec: NetworkSpec) -> int:
+    """An open descriptor of the namespace ``spec`` targets; TargetNotFoundError if none.
+
+    For ``--pid`` the process is checked after the open, so a PID reused by
+    another process is never mistaken for the target.
+    """
+    from hostchaos.system import namespaces
+    from hostchaos.system.procs import start_ticks
+
+    fd = namespaces.open_target(_spec_path(spec), spec.where())
+    if spec.pid is not None:
+        ticks = start_ticks(spec.pid)
+        if ticks is None or (spec.pid_start_ticks is not None and ticks != spec.pid_start_ticks):
+            os.close(fd)
+            raise TargetNotFoundError(f"process {spec.pid} ({spec.where()}) is gone")
+    return fd
+
+
+def resolve(spec: NetworkSpec) -> NetnsIdentity:
+    """The identity of the namespace ``spec`` targets now."""
+    from hostchaos.system.namespaces import NetnsIdentity
+
+    fd = open_target(spec)
+    try:
+        return NetnsIdentity.of_fd(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def open_resolved(spec: NetworkSpec, expected: NetnsIdentity | None
+                  ) -> Iterator[tuple[int, NetnsIdentity]]:
+    """(descriptor, identity) of the target, which must still be ``expected`` (if given)."""
+    from hostchaos.system.namespaces import NetnsIdentity
+
+    fd = open_target(spec)
+    try:
+        identity = NetnsIdentity.of_fd(fd)
+        if expected is not None and identity != expected:
+            raise TargetNotFoundError(
+                f"the network namespace of {spec.where()} changed while hostchaos prepared the "
+                "fault (it was replaced); try again")
+        yield fd, identity
+    finally:
+        os.close(fd)
+
+
+def _path_for(fd: int, identity: NetnsIdentity) -> str | None:
+    from hostchaos.system import namespaces
+
+    return None if namespaces.own() == identity else f"/proc/self/fd/{fd}"
+
+
+@contextmanager
+def peek(spec: NetworkSpec, expected: NetnsIdentity | None) -> Iterator[Namespace]:
+    """The target namespace, for reading (preflight): no note, no handle."""
+    from hostchaos.system import netlink
+
+    with open_resolved(spec, expected) as (fd, identity), \
+            netlink.open_namespace(_path_for(fd, identity), spec.where()) as ns:
+        yield ns
+
+
+@contextmanager
+def enter_for_apply(spec: NetworkSpec, expected: NetnsIdentity | None, fault_id: str,
+                    handle_dir: Path, note: Any) -> Iterator[tuple[Namespace, NetnsIdentity]]:
+    """Note the target namespace, take a handle on it, and open it through the handle.
+
+    ``note(step, **data)`` is the undo log's: it runs before the handle exists.
+    """
+    from hostchaos.system import namespaces, netlink
+
+    with open_resolved(spec, expected) as (fd, identity):
+        handle = None if identity == namespaces.initial() else handle_dir / fault_id
+        note(NETNS_STEP, **identity.to_note(), label=spec.where(),
+             handle=str(handle) if handle else None)
+        if handle is None:
+            path = _path_for(fd, identity)
+        else:
+            namespaces.create_handle(fd, handle)
+            path = str(handle)
+        with netlink.open_namespace(path, spec.where()) as ns:
+            yield ns, identity
+
+
+def netns_note(notes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((n for n in notes if n.get("step") == NETNS_STEP), None)
+
+
+def noted_identity(notes: list[dict[str, Any]]) -> NetnsIdentity | None:
+    from hostchaos.system.namespaces import NetnsIdentity
+
+    note = netns_note(notes)
+    return NetnsIdentity.from_note(note) if note else None
+
+
+@contextmanager
+def enter_noted(note: dict[str, Any]) -> Iterator[Namespace | None]:
+    """The namespace a ``netns`` note names (None when it is gone), from the note alone."""
+    from hostchaos.system import namespaces, netlink
+    from hostchaos.system.namespaces import NetnsIdentity
+
+    identity = NetnsIdentity.from_note(note)
+    label = str(note.get("label") or "noted")
+    if identity is None:
+        raise RollbackError(f"the fault's netns note is damaged ({note!r}); cannot tell which "
+                            "network namespace holds it")
+    with ExitStack() as stack:
+        try:
+            path = stack.enter_context(namespaces.reach(identity, note.get("handle")))
+            gone = False
+        except LookupError:
+            gone = True
+        if gone:
+            yield None
+        else:
+            yield stack.enter_context(netlink.open_namespace(path, label))
+
+
+def release(note: dict[str, Any], fault_id: str) -> None:
+    """Release the note's handle, if it has one (only ever ``.../netns/<fault_id>``)."""
+    from hostchaos.system import namespaces
+
+    handle = note.get("handle")
+    if handle and Path(handle).name == fault_id and Path(handle).parent.name == "netns":
+        namespaces.release_handle(str(handle))
+
+
+def same_namespace(identity: NetnsIdentity | None, label: str | None,
+                   spec: NetworkSpec | None, peer: Peer) -> bool:
+    """Is ``peer`` (another open fault) in the namespace known by ``identity``?
+
+    Judged by identity when both are known; a peer recorded before identities
+    were noted is judged by its spec's spelling, or failing that by the
+    ``where`` label of its class notes.
+    """
+    from hostchaos.faults.network import NetworkSpec
+
+    theirs = noted_identity(peer.notes)
+    if identity is not None and theirs is not None:
+        return identity == theirs
+    if isinstance(peer.spec, NetworkSpec) and spec is not None:
+        return peer.spec.namespace_key() == spec.namespace_key()
+    return label is not None and any(n.get("where") == label for n in peer.notes
+                                     if n.get("step") == "class")
