@@ -150,8 +150,9 @@ class Engine:
     def plan(self, spec: Spec, duration: float | None, lease: float | None) -> dict[str, Any]:
         """What ``inject`` would do, checked against the host, changing nothing."""
         total = self.check_timing(duration, lease)
-        fault = self.fault_factory(spec.kind, spec.to_dict())
+        fault = self.fault_class(spec.kind)(spec)
         fault.resolve()
+        spec = fault.spec  # as resolved: a container's pid, a host's addresses ...
         peers = self.peers()
         self._refuse_overlap(fault, peers)
         fault.peers = peers
@@ -170,8 +171,9 @@ class Engine:
     def inject(self, spec: Spec, duration: float | None = None,
                lease: float | None = None) -> FaultRecord:
         total = self.check_timing(duration, lease)
-        fault = self.fault_factory(spec.kind, spec.to_dict())
+        fault = self.fault_class(spec.kind)(spec)
         fault.resolve()  # slow lookups happen here, never under the lock
+        spec = fault.spec  # as resolved: a container's pid, a host's addresses ...
         self.journal.prepare()
         fault_id = new_fault_id(spec.kind)
         # The guardian starts first, so it is warm (imports done) by the time the
@@ -187,7 +189,7 @@ class Engine:
                 now = self.clock()
                 me = ProcessRef.current()
                 record = FaultRecord(
-                    id=fault_id, kind=spec.kind, spec=spec.to_dict(),
+                    id=fault_id, kind=spec.kind, spec=spec.to_dict(), summary=fault.describe(),
                     boot_id=boot_id(), created_at=now, expires_at=now + total,
                     survives_reboot=fault.survives_reboot, lease_seconds=lease,
                     lease_expires_at=now + lease if lease else None,

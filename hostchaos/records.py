@@ -50,6 +50,8 @@ class FaultRecord:
     expires_at: float
     survives_reboot: bool
     state: str = PENDING
+    #: the fault's one-line description, as it was when applied
+    summary: str | None = None
     lease_seconds: float | None = None
     lease_expires_at: float | None = None
     undo: list[dict[str, Any]] = field(default_factory=list)
@@ -95,6 +97,7 @@ class FaultRecord:
             "kind": self.kind,
             "state": self.state,
             "spec": self.spec,
+            "summary": self.summary,
             "boot_id": self.boot_id,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
@@ -137,6 +140,7 @@ class FaultRecord:
             expires_at=float(data["expires_at"]),
             survives_reboot=bool(data["survives_reboot"]),
             state=state,
+            summary=data["summary"] if isinstance(data.get("summary"), str) else None,
             lease_seconds=_opt_float(data.get("lease_seconds")),
             lease_expires_at=_opt_float(data.get("lease_expires_at")),
             undo=undo,

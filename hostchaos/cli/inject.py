@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hostchaos.cli.common import DURATION, json_option, make_engine
+from hostchaos.cli.common import DURATION, make_engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,26 +20,59 @@ renewed with `hostchaos extend ID`. A detached guardian process enforces
 this even if this command is killed."""
 
 
-@click.group(epilog=TIMING_HELP)
+class InjectGroup(click.Group):
+    """`hostchaos inject`: one command per registered kind, made when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from hostchaos.faults import KINDS
+
+        return [*KINDS, *(name for name in self.commands if name not in KINDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        from hostchaos.faults import KINDS, fault_class
+
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in KINDS:
+            return command
+        from hostchaos.cli.kind_command import kind_command
+
+        return kind_command(cmd_name, fault_class(cmd_name), run_kind, timing_params(),
+                            epilog=TIMING_HELP)
+
+
+@click.group(cls=InjectGroup, epilog=TIMING_HELP)
 def inject() -> None:
     """Apply a fault. Prints the fault id; `hostchaos rollback ID` takes it out."""
 
 
-def timing_options(func: F) -> F:
-    options = [
-        click.option("--for", "duration", type=DURATION, default=None, metavar="DURATION",
+def timing_params() -> list[click.Parameter]:
+    """The options every kind shares: when the fault ends, and how the result is shown."""
+    return [
+        click.Option(["--for", "duration"], type=DURATION, default=None, metavar="DURATION",
                      help="How long the fault lasts (30s, 5m, 1h; default 60s)."),
-        click.option("--lease", type=DURATION, default=None, metavar="DURATION",
+        click.Option(["--lease"], type=DURATION, default=None, metavar="DURATION",
                      help="Roll back unless renewed (`hostchaos extend ID`) within this long."),
-        click.option("--wait", is_flag=True,
+        click.Option(["--wait"], is_flag=True,
                      help="Stay in the foreground renewing the lease until the deadline or "
                           "Ctrl-C/SIGTERM, then roll back."),
-        click.option("--dry-run", is_flag=True,
+        click.Option(["--dry-run"], is_flag=True,
                      help="Check everything and print the plan; change nothing."),
-        json_option,
+        click.Option(["--json", "as_json"], is_flag=True,
+                     help="Print machine-readable JSON on stdout."),
     ]
-    for option in reversed(options):
-        func = option(func)
+
+
+def run_kind(kind: str, fault_class: type[Any], given: dict[str, Any]) -> None:
+    """A generated `inject <kind>` command: options -> spec -> engine -> output."""
+    from hostchaos.faults.options import spec_from_options
+
+    timing = {k: given.pop(k) for k in ("duration", "lease", "wait", "dry_run", "as_json")}
+    run_inject(lambda: spec_from_options(fault_class.spec_type, given), **timing)
+
+
+def timing_options(func: F) -> F:
+    params = func.__dict__.setdefault("__click_params__", [])
+    params.extend(reversed(timing_params()))  # click reads decorator params bottom-up
     return func
 
 
@@ -166,7 +199,7 @@ def run_inject(spec_factory: Callable[[], Any], duration: float | None, lease: f
         emit_json(record_summary(record))
     else:
         click.echo(record.id)
-        click.echo(f"{record.kind}: {engine.fault_factory(record.kind, record.spec).describe()}, "
+        click.echo(f"{record.kind}: {record.summary}, "
                    f"until {clock_time(record.expires_at)}; "
                    f"roll back with: hostchaos rollback {record.id}", err=True)
     if wait:

@@ -60,7 +60,7 @@ def click_option(each: SpecOption) -> click.Option:
 
 
 def kind_command(name: str, fault_class: type[Fault], run: Callable[..., None],
-                 common: list[click.Option]) -> click.Command:
+                 common: list[click.Parameter], epilog: str = "") -> click.Command:
     """The `inject <name>` command: the spec's options, then ``common`` (timing, output)."""
     short, full = help_text(fault_class.__doc__)
     params: list[click.Parameter] = [click_option(each)
@@ -70,4 +70,6 @@ def kind_command(name: str, fault_class: type[Fault], run: Callable[..., None],
     def callback(**given: Any) -> None:
         run(name, fault_class, given)
 
-    return click.Command(name, params=params, callback=callback, help=full, short_help=short)
+    epilogs = [text for text in (fault_class.help_epilog, epilog) if text]
+    return click.Command(name, params=params, callback=callback, help=full, short_help=short,
+                         epilog="\n\n".join(epilogs) or None)

@@ -1,4 +1,4 @@
-"""Printing for the CLI: one shape for text and JSON, the same with or without the daemon."""
+"""Printing for the CLI: one shape for text and JSON."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def record_summary(record: FaultRecord) -> dict[str, Any]:
         "kind": record.kind,
         "state": record.state,
         "target": target,
+        "summary": record.summary,
         "spec": record.spec,
         "created_at": _iso(record.created_at),
         "expires_at": _iso(record.expires_at),

@@ -1,9 +1,12 @@
 """The contract every fault kind fulfils.
 
-A kind is a pair: a ``<Name>Spec`` (a frozen dataclass that validates itself in
-``__post_init__`` and touches nothing) and a ``<Name>Fault`` that applies and
-rolls back that spec through ``hostchaos.system``. Only the engine calls
-``apply`` and ``rollback``.
+A kind is one module, ``hostchaos/faults/<kind>.py``, listed in
+:data:`hostchaos.faults.KINDS`. It holds a ``<Name>Spec`` (a frozen dataclass
+whose fields are the command-line options, see :mod:`hostchaos.faults.options`;
+it validates itself in ``__post_init__`` and touches nothing) and one
+``<Name>Fault`` that applies and rolls back that spec through
+``hostchaos.system``. The kind's name comes from the module: neither class
+spells it. Only the engine calls ``apply`` and ``rollback``.
 
 The engine drives a fault in this order: ``resolve`` (find the target: may be
 slow, runs without the state lock), then under the lock ``conflicts`` against
@@ -54,17 +57,52 @@ class Peer:
     notes: list[dict[str, Any]]
 
 
+_REGISTERED: dict[str, type[Fault]] = {}
+
+
+def registered(kind: str) -> type[Fault]:
+    """The fault class defined in ``kind``'s module (imported by the caller)."""
+    try:
+        return _REGISTERED[kind]
+    except KeyError:
+        from hostchaos.faults import module_name
+
+        raise SpecError(f"{module_name(kind)} defines no fault class") from None
+
+
 class Fault(ABC):
     """An applied (or about to be applied) fault of one kind.
 
-    Subclasses document: the mechanism, what rollback restores, whether the
-    fault survives a reboot, and an example command.
+    A kind's fault class docstring is its documentation (the `inject <kind>
+    --help` text and its reference page): a one-line summary, then
+    ``Mechanism:`` (how the kernel is made to do it), ``Rollback:`` (what is
+    restored, and whether the fault survives a reboot) and ``Example:``.
     """
 
+    #: set from the module the class is defined in (``faults/disk_fill.py``: ``disk-fill``)
     kind: ClassVar[str]
     spec_type: ClassVar[type[Spec]]
-    reversible: ClassVar[bool] = True
     survives_reboot: ClassVar[bool] = False
+    #: capabilities (names in :data:`hostchaos.system.capabilities.CHECKS`) it cannot work without
+    needs: ClassVar[tuple[str, ...]] = ("root",)
+    #: capabilities needed only with some options: what the operator asked for -> names
+    needs_with: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: shown after the options in `hostchaos inject <kind> --help`
+    help_epilog: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from hostchaos.faults import kind_of_module
+
+        kind = kind_of_module(cls.__module__)
+        if kind is None:  # a shared mechanism (or a test's fake): not a kind of its own
+            return
+        if kind in _REGISTERED and _REGISTERED[kind].__qualname__ != cls.__qualname__:
+            raise TypeError(f"{cls.__module__} defines two fault classes: "
+                            f"{_REGISTERED[kind].__qualname__} and {cls.__qualname__}")
+        cls.kind = kind
+        cls.spec_type.kind = kind
+        _REGISTERED[kind] = cls
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec

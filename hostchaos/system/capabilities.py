@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 
@@ -269,18 +270,29 @@ def mirred() -> Capability:
     return kernel_module("act_mirred", "CONFIG_NET_ACT_MIRRED")
 
 
-def all_checks() -> list[Capability]:
-    return [is_root(), netem(), tbf(), htb(), u32(), ifb(), ingress(), mirred(), cgroups(),
-            cgroup_version(1),
-            cgroup_version(2), *(cgroup_controller(name) for name in RESOURCE_CONTROLLERS),
-            libfaketime(), container_runtimes()]
-
-
-#: fault family -> the capabilities it cannot work without
-FAMILY_NEEDS = {
-    "network (latency loss corrupt duplicate reorder partition)":
-        ("root", "sch_netem", "sch_htb", "cls_u32"),
-    "network rate": ("root", "sch_tbf", "sch_htb", "cls_u32"),
-    "network --direction ingress": ("root", "ifb", "sch_ingress", "act_mirred"),
-    "resources": ("root", "cgroups"),
+#: every check by the name a fault kind lists in its ``needs``
+CHECKS: dict[str, Callable[[], Capability]] = {
+    "root": is_root,
+    "sch_netem": netem,
+    "sch_tbf": tbf,
+    "sch_htb": htb,
+    "cls_u32": u32,
+    "ifb": ifb,
+    "sch_ingress": ingress,
+    "act_mirred": mirred,
+    "cgroups": cgroups,
+    "cgroup-v1": lambda: cgroup_version(1),
+    "cgroup-v2": lambda: cgroup_version(2),
+    **{f"cgroup-{name}": partial(cgroup_controller, name) for name in RESOURCE_CONTROLLERS},
+    "libfaketime": libfaketime,
+    "containers": container_runtimes,
 }
+
+
+def check(name: str) -> Capability:
+    """The check called ``name`` (a key of :data:`CHECKS`)."""
+    return CHECKS[name]()
+
+
+def all_checks() -> list[Capability]:
+    return [probe() for probe in CHECKS.values()]
