@@ -15,8 +15,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostchaos.durations import parse_duration
 from hostchaos.errors import SpecError
+from hostchaos.quantities import parse_duration
 
 DEFAULT_CONFIG_PATH = Path("/etc/hostchaos/config.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/hostchaos")

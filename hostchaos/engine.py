@@ -25,12 +25,11 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import Any
 
 from hostchaos import faults
 from hostchaos.config import Config
-from hostchaos.durations import format_duration
+from hostchaos.deadlines import SweepReport, why_end
 from hostchaos.errors import (
     ApplyError,
     ConflictError,
@@ -41,6 +40,7 @@ from hostchaos.errors import (
 )
 from hostchaos.faults.base import Fault, Peer, Spec
 from hostchaos.journal import Journal, UndoLog, UnreadableRecord
+from hostchaos.quantities import format_duration
 from hostchaos.records import (
     ACTIVE,
     APPLYING,
@@ -63,51 +63,6 @@ KEEP_ENDED_SECONDS = 7 * 86400
 
 def new_fault_id(kind: str) -> str:
     return f"hc-{kind}-{secrets.token_hex(4)}"
-
-
-@dataclass
-class SweepReport:
-    """What one sweep did."""
-
-    rolled_back: list[dict[str, str]] = field(default_factory=list)
-    closed_by_reboot: list[str] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    unreadable: list[dict[str, str]] = field(default_factory=list)
-    still_active: list[str] = field(default_factory=list)
-    pruned: int = 0
-    #: leftovers of closed faults removed from the state directory (e.g. namespace handles)
-    leftovers: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rolled_back": self.rolled_back,
-            "closed_by_reboot": self.closed_by_reboot,
-            "failed": self.failed,
-            "unreadable": self.unreadable,
-            "still_active": self.still_active,
-            "pruned": self.pruned,
-            "leftovers": self.leftovers,
-        }
-
-
-def why_end(record: FaultRecord, now: float, *, judge_guardian: bool) -> str | None:
-    """The reason ``record`` must be rolled back now, or None if it may stay."""
-    if record.state == ROLLBACK_FAILED:
-        return "retrying a failed rollback"
-    if now >= record.expires_at:
-        return "deadline reached"
-    if record.lease_expires_at is not None and now >= record.lease_expires_at:
-        return "lease expired without renewal"
-    actor = record.actor or record.applier
-    if record.state in (PENDING, APPLYING) and (actor is None or not actor.alive()):
-        return "the injecting process died during apply"
-    if record.state == ROLLING_BACK and (record.actor is None or not record.actor.alive()):
-        return "the process rolling it back died"
-    if judge_guardian and record.state == ACTIVE and (
-        record.guardian is None or not record.guardian.alive()
-    ):
-        return "its guardian is gone"
-    return None
 
 
 class Engine:
@@ -155,7 +110,7 @@ class Engine:
         spec = fault.spec  # as resolved: a container's pid, a host's addresses ...
         peers = self.peers()
         self._refuse_overlap(fault, peers)
-        fault.peers = peers
+        fault.peers, fault.state_dir = peers, self.journal.state_dir
         fault.preflight()
         return {
             "dry_run": True,
@@ -184,7 +139,7 @@ class Engine:
             with self._locked(f"inject {spec.kind} {fault_id}"):
                 peers = self.peers()
                 self._refuse_overlap(fault, peers)
-                fault.peers = peers
+                fault.peers, fault.state_dir = peers, self.journal.state_dir
                 fault.preflight()
                 now = self.clock()
                 me = ProcessRef.current()
@@ -294,13 +249,10 @@ class Engine:
         """Roll ``record`` back; ``peers`` (all open faults) loses it once it is closed."""
         try:
             fault = self._fault_for_rollback(record)
-            fault.peers = [p for p in peers if p.id != record.id]
         except HostchaosError as exc:
-            record.error = str(exc)
-            record.transition(ROLLBACK_FAILED, str(exc))
-            self._save_quietly(record)
-            raise RollbackError(f"cannot roll back {record.id}: {exc}; its record is kept") \
-                from exc
+            raise self._rollback_failed(record, exc, f"cannot roll back {record.id}: {exc}; "
+                                                     "its record is kept") from exc
+        fault.peers = [p for p in peers if p.id != record.id]
         self._rollback_host(fault, record, reason)
         peers[:] = [p for p in peers if p.id != record.id]
         record.transition(ROLLED_BACK, reason)
@@ -322,14 +274,19 @@ class Engine:
         try:
             fault.rollback(UndoLog(record, None))
         except Exception as exc:
-            record.error = str(exc) or type(exc).__name__
-            record.transition(ROLLBACK_FAILED, record.error)
-            self._save_quietly(record)
-            raise RollbackError(
-                f"rollback of {record.id} failed: {record.error}; the host may still carry it "
-                f"and its record is kept: retry with `hostchaos rollback {record.id}` or "
-                "`hostchaos sweep`"
-            ) from exc
+            error = str(exc) or type(exc).__name__
+            raise self._rollback_failed(
+                record, exc, f"rollback of {record.id} failed: {error}; the host may still "
+                f"carry it and its record is kept: retry with `hostchaos rollback {record.id}` "
+                "or `hostchaos sweep`") from exc
+
+    def _rollback_failed(self, record: FaultRecord, cause: Exception,
+                         message: str) -> RollbackError:
+        """Mark ``record`` rollback-failed (saved if the journal lets us); the error to raise."""
+        record.error = str(cause) or type(cause).__name__
+        record.transition(ROLLBACK_FAILED, record.error)
+        self._save_quietly(record)
+        return RollbackError(message)
 
     def _fault_for_rollback(self, record: FaultRecord) -> Fault:
         """The record's fault; with no spec when the stored one no longer validates."""
@@ -453,7 +410,10 @@ class Engine:
             peers[:] = [p for p in peers if p.id != record.id]
             report.closed_by_reboot.append(record.id)
             return
-        reason = why_end(record, now, judge_guardian=True)
+        if record.boot_id != this_boot:  # it survives reboots (a fill file): take it out now
+            reason: str | None = "it outlived a reboot of the host"
+        else:
+            reason = why_end(record, now, judge_guardian=True)
         if record.salvaged and reason is None:
             reason = "its record was damaged (read from its copy)"
         if reason is None:

@@ -22,9 +22,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from hostchaos.errors import ApplyError
 from hostchaos.system.procs import ProcessRef
+
+if TYPE_CHECKING:
+    from hostchaos.engine import Engine
+    from hostchaos.faults.base import Fault
+    from hostchaos.records import FaultRecord
 
 POLL_SECONDS = 0.2
 FIRST_RETRY_SECONDS = 0.5
@@ -111,10 +117,11 @@ def watch(fault_id: str, kind: str, spawner: ProcessRef) -> int:
 
     from hostchaos import faults
     from hostchaos.config import Config
-    from hostchaos.engine import Engine, why_end
+    from hostchaos.deadlines import why_end
+    from hostchaos.engine import Engine
     from hostchaos.errors import HostchaosError
     from hostchaos.journal import RecordUnreadable
-    from hostchaos.records import FaultRecord
+    from hostchaos.records import ACTIVE
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -123,6 +130,8 @@ def watch(fault_id: str, kind: str, spawner: ProcessRef) -> int:
     except HostchaosError:
         pass
     engine = Engine(Config.load())
+    worker: Fault | None = None
+    next_work = 0.0
     last_good: FaultRecord | None = None
     retry = FIRST_RETRY_SECONDS
     warned = False
@@ -152,14 +161,18 @@ def watch(fault_id: str, kind: str, spawner: ProcessRef) -> int:
             if last_good is None:
                 until = time.strftime("%H:%M:%S", time.localtime(record.expires_at))
                 _log(f"guarding {fault_id} until {until}")
+                worker = _worker(engine, record)
             last_good = record
         if not record.is_open:
             return 0
         now = time.time()
         reason = why_end(record, now, judge_guardian=False)
         if reason is None:
-            next_due = min(record.expires_at, record.lease_expires_at or record.expires_at)
-            time.sleep(min(POLL_SECONDS, max(next_due - now, 0.01)))
+            if record.state == ACTIVE and worker is not None and now >= next_work:
+                worker, next_work = _work(worker, record, now)
+            next_due = min(record.expires_at, record.lease_expires_at or record.expires_at,
+                           next_work if worker is not None else record.expires_at)
+            time.sleep(min(POLL_SECONDS, max(next_due - time.time(), 0.01)))
             continue
         _log(f"rolling back {fault_id}: {reason}")
         try:
@@ -169,6 +182,31 @@ def watch(fault_id: str, kind: str, spawner: ProcessRef) -> int:
             _log(f"rollback of {fault_id} failed, retrying in {retry:g} s: {exc}")
             time.sleep(retry)
             retry = min(retry * 2, MAX_RETRY_SECONDS)
+
+
+def _worker(engine: Engine, record: FaultRecord) -> Fault | None:
+    """The fault, if it has work to do while active (see ``Fault.work``)."""
+    from hostchaos.errors import HostchaosError
+    from hostchaos.faults.base import Fault
+
+    try:
+        fault = engine.fault_factory(record.kind, record.spec)
+    except HostchaosError:
+        return None
+    fault.state_dir = engine.journal.state_dir
+    return fault if type(fault).work is not Fault.work else None
+
+
+def _work(worker: Fault, record: FaultRecord, now: float) -> tuple[Fault | None, float]:
+    """One step of the fault's work: (the worker, or None when done; when to step again)."""
+    from hostchaos.journal import UndoLog
+
+    try:
+        delay = worker.work(UndoLog(record, None))
+    except Exception as exc:  # the work is extra: the deadline is what must never stop
+        _log(f"work of {record.id} stopped: {type(exc).__name__}: {exc}")
+        return None, 0.0
+    return (None, 0.0) if delay is None else (worker, now + delay)
 
 
 def main(argv: list[str]) -> int:

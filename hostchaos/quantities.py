@@ -139,3 +139,9 @@ def check_percent(value: float, what: str, *, allow_zero: bool = False,
     if not (math.isfinite(value) and low_ok and value <= maximum):
         low = "between 0" if allow_zero else "above 0"
         raise SpecError(f"{what} must be {low} and {maximum:g}, got {value:g}")
+
+
+def parse_byte_rate(text: str, *, what: str = "--rate") -> int:
+    """Bytes per second from ``50M/s``, ``1G/s`` or ``4096`` (binary units, like sizes)."""
+    raw = str(text).strip()
+    return parse_size(raw[:-2] if raw.lower().endswith("/s") else raw, what=what)

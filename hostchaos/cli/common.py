@@ -24,7 +24,7 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
                 ctx: click.Context | None) -> float:
         if isinstance(value, float):
             return value
-        from hostchaos.durations import parse_duration
+        from hostchaos.quantities import parse_duration
 
         try:
             return parse_duration(str(value), what=param.opts[0] if param else "duration")

@@ -181,7 +181,7 @@ class _Terminated(Exception):
 def run_inject(spec_factory: Callable[[], Any], duration: float | None, lease: float | None,
                wait: bool, dry_run: bool, as_json: bool) -> None:
     from hostchaos.cli.output import clock_time, emit_json, record_summary
-    from hostchaos.durations import format_duration
+    from hostchaos.quantities import format_duration
 
     spec = spec_factory()
     engine = make_engine()

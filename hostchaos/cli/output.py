@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from hostchaos.durations import format_duration
+from hostchaos.quantities import format_duration
 from hostchaos.records import FaultRecord
 
 

@@ -30,6 +30,7 @@ KINDS: tuple[str, ...] = (
     "memory",
     "pids",
     "nofile",
+    "disk-fill",
 )
 
 _PACKAGE = __name__ + "."

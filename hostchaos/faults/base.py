@@ -107,6 +107,7 @@ class Fault(ABC):
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.peers: list[Peer] = []  # the other open faults, set by the engine before preflight
+        self.state_dir: Path | None = None  # hostchaos's state directory, set with the peers
 
     def peer_notes(self) -> list[dict[str, Any]]:
         """The undo notes of every other open fault, each tagged with its fault id."""
@@ -153,6 +154,16 @@ class Fault(ABC):
     @abstractmethod
     def rollback(self, undo: UndoLog) -> None:
         """Undo using only the notes. Idempotent; "already gone" is success."""
+
+    def work(self, undo: UndoLog) -> float | None:
+        """One step of work the fault does while it is active (a gradual fill, a kill loop).
+
+        The guardian calls it while the fault is active; it returns the seconds
+        until the next step, or None when there is nothing (more) to do. It
+        must keep each step short: the guardian enforces the deadline between
+        steps.
+        """
+        return None
 
     def observe(self, undo: UndoLog) -> dict[str, Any]:
         """Live kernel state of the fault, for `status`."""

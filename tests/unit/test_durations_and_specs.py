@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hostchaos.durations import format_duration, parse_duration
+from hostchaos.quantities import format_duration, parse_duration
 from hostchaos.errors import SpecError
 from hostchaos.faults.network import LatencySpec, LossSpec
 
