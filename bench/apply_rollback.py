@@ -39,7 +39,8 @@ from pathlib import Path
 from hostchaos import guardian
 from hostchaos.config import Config
 from hostchaos.engine import Engine
-from hostchaos.faults.network import LatencySpec, RateSpec
+from hostchaos.faults.latency import LatencySpec
+from hostchaos.faults.rate import RateSpec
 from hostchaos.sandbox import NetnsPair
 
 

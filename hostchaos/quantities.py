@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 from hostchaos.errors import SpecError
 
@@ -27,8 +28,8 @@ _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps|tbps)?",
                    re.IGNORECASE)
-_RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12, "bps": 8,
-               "kbps": 8e3, "mbps": 8e6, "gbps": 8e9, "tbps": 8e12}
+_RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12, "bps": 8,
+               "kbps": 8 * 10**3, "mbps": 8 * 10**6, "gbps": 8 * 10**9, "tbps": 8 * 10**12}
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%?")
 
 #: the largest size any kind accepts (2^62 bytes: beyond every kernel field hostchaos writes)
@@ -101,17 +102,21 @@ def format_size(n: int) -> str:
 
 
 def parse_rate(text: str, *, what: str = "--rate", minimum: int = 8000,
-               maximum: int = 10**13) -> int:
-    """Bits per second from ``1mbit``, ``500kbit``, ``10mbps`` (bytes/s) or plain bits."""
-    found = _RATE.fullmatch(str(text).strip())
+               maximum: int = 10**13, limits: str | None = None) -> int:
+    """Bits per second from ``1mbit``, ``500kbit``, ``10mbps`` (bytes/s) or plain bits.
+
+    Parsed exactly (never through a float), so a rate at the edge of a kernel
+    field is judged right; ``limits`` says in words what the range is.
+    """
+    raw = str(text).strip()
+    found = _RATE.fullmatch(raw)
     if found is None:
-        raise SpecError(f"{what} {text!r} is not a rate (e.g. 1mbit, 500kbit, 10mbps)")
-    bits = float(found.group(1)) * _RATE_UNITS[(found.group(2) or "bit").lower()]
-    if not math.isfinite(bits) or bits > maximum:
-        raise SpecError(f"{what} {text!r} is above the maximum of {format_rate(maximum)}")
-    if bits < minimum:
-        raise SpecError(f"{what} {text!r} is below the minimum of {format_rate(minimum)}")
-    return int(bits)
+        raise SpecError(f"{what} {raw[:40]!r} is not a rate (e.g. 1mbit, 500kbit, 10mbps)")
+    bits = int(Fraction(found.group(1)) * _RATE_UNITS[(found.group(2) or "bit").lower()])
+    if not minimum <= bits <= maximum:
+        span = limits or f"{format_rate(minimum)} to {format_rate(maximum)}"
+        raise SpecError(f"{what} {raw[:40]!r} is out of range: {span}")
+    return bits
 
 
 def format_rate(bits: float) -> str:

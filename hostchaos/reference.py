@@ -34,7 +34,7 @@ def _option_cell(each: SpecOption) -> str:
         return f"`{opt.flag}`"
     metavar = opt.metavar or ("|".join(opt.choices) if opt.choices else
                               each.value_type().__name__.upper())
-    return f"`{opt.flag} {metavar}`"
+    return f"`{opt.flag} {metavar}`".replace("|", "\\|")  # a pipe would end the cell
 
 
 def _default_cell(each: SpecOption) -> str:

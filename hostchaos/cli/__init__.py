@@ -84,7 +84,6 @@ def _register() -> None:
     from hostchaos.cli import demo, doctor, inject, manage
 
     cli.add_command(inject.inject)
-    import hostchaos.cli.inject_resources  # noqa: F401  (adds cpu, memory, pids, nofile to inject)
     for command in manage.COMMANDS:
         cli.add_command(command)
     cli.add_command(doctor.doctor)

@@ -19,7 +19,8 @@ def demo(ms: float, percent: float) -> None:
     deletes the sandbox. Needs root and sch_netem. Nothing outside the sandbox
     changes.
     """
-    from hostchaos.faults.network import LatencySpec, LossSpec
+    from hostchaos.faults.latency import LatencySpec
+    from hostchaos.faults.loss import LossSpec
     from hostchaos.sandbox import NetnsPair
 
     engine = make_engine()

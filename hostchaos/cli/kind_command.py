@@ -53,10 +53,11 @@ def click_option(each: SpecOption) -> click.Option:
     else:
         kind = _CLICK_TYPES.get(each.value_type(), click.STRING)
     shown = each.has_default and each.default not in (None, (), "") and not opt.multiple
+    settings: dict[str, Any] = {"required": True} if opt.required else {
+        "default": () if opt.multiple else None}  # click 8.2+: any default satisfies required
     return click.Option([opt.flag, each.dest], type=kind, multiple=opt.multiple,
-                        required=opt.required, default=None if not opt.multiple else (),
                         metavar=opt.metavar, help=opt.help + (
-                            f" [default: {each.default}]" if shown else ""))
+                            f" [default: {each.default}]" if shown else ""), **settings)
 
 
 def kind_command(name: str, fault_class: type[Fault], run: Callable[..., None],

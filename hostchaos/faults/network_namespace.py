@@ -28,7 +28,7 @@ from hostchaos.errors import RollbackError, TargetNotFoundError
 from hostchaos.faults.base import Peer
 
 if TYPE_CHECKING:
-    from hostchaos.faults.network import NetworkSpec
+    from hostchaos.faults.traffic_spec import NetworkSpec
     from hostchaos.system.namespaces import NetnsIdentity
     from hostchaos.system.netlink import Namespace
 
@@ -181,7 +181,7 @@ def same_namespace(identity: NetnsIdentity | None, label: str | None,
     were noted is judged by its spec's spelling, or failing that by the
     ``where`` label of its class notes.
     """
-    from hostchaos.faults.network import NetworkSpec
+    from hostchaos.faults.traffic_spec import NetworkSpec
 
     theirs = noted_identity(peer.notes)
     if identity is not None and theirs is not None:

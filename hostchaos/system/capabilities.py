@@ -283,6 +283,7 @@ CHECKS: dict[str, Callable[[], Capability]] = {
     "cgroups": cgroups,
     "cgroup-v1": lambda: cgroup_version(1),
     "cgroup-v2": lambda: cgroup_version(2),
+    "cgroup-v2-unified": cgroup_unified,
     **{f"cgroup-{name}": partial(cgroup_controller, name) for name in RESOURCE_CONTROLLERS},
     "libfaketime": libfaketime,
     "containers": container_runtimes,

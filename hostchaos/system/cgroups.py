@@ -34,7 +34,6 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +43,15 @@ from hostchaos.errors import (
     PreconditionError,
     TargetNotFoundError,
 )
+from hostchaos.system.cgroup_refs import V1 as V1
+from hostchaos.system.cgroup_refs import V2 as V2
+from hostchaos.system.cgroup_refs import CgroupRef as CgroupRef
+from hostchaos.system.cgroup_refs import Hierarchy as Hierarchy
+from hostchaos.system.cgroup_refs import clean_path as clean_path
 
 ROOT = Path("/sys/fs/cgroup")
 #: name prefix of every cgroup hostchaos creates: hostchaos-<fault id>
 PREFIX = "hostchaos-"
-V1 = 1
-V2 = 2
 
 #: v1 files with a typed cgroupspy descriptor: file -> (controller class name, attribute)
 _CGROUPSPY_FILES = {
@@ -57,8 +59,6 @@ _CGROUPSPY_FILES = {
     "cpu.cfs_period_us": "cfs_period_us",
     "memory.limit_in_bytes": "limit_in_bytes",
 }
-#: v1 mount directory name -> cgroupspy controller type, where cgroupspy maps it
-_CGROUPSPY_CONTROLLERS = ("cpu", "memory")
 
 _GONE = (errno.ENOENT, errno.ENODEV, errno.ESRCH)
 
@@ -72,84 +72,6 @@ def warm_up() -> None:
     import cgroupspy.nodes  # noqa: F401
 
     import hostchaos.system.procs  # noqa: F401
-
-
-# -- model -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Hierarchy:
-    """One mounted hierarchy: the v2 unified one, or a v1 one for a controller group."""
-
-    version: int
-    mount: Path
-    controllers: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return "unified" if self.version == V2 else ",".join(self.controllers)
-
-
-@dataclass(frozen=True)
-class CgroupRef:
-    """A cgroup: its hierarchy and its path from the hierarchy's root ("/" or "/a/b")."""
-
-    hierarchy: Hierarchy
-    path: str
-
-    @property
-    def dir(self) -> Path:
-        return self.hierarchy.mount / self.path.lstrip("/") if self.path != "/" else \
-            self.hierarchy.mount
-
-    @property
-    def is_root(self) -> bool:
-        return self.path == "/"
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-    def child(self, name: str) -> CgroupRef:
-        return CgroupRef(self.hierarchy, f"{self.path.rstrip('/')}/{name}")
-
-    def parent(self) -> CgroupRef | None:
-        if self.is_root:
-            return None
-        head = self.path.rsplit("/", 1)[0]
-        return CgroupRef(self.hierarchy, head or "/")
-
-    def ancestors(self) -> list[CgroupRef]:
-        """Root first, this cgroup last."""
-        chain: list[CgroupRef] = []
-        ref: CgroupRef | None = self
-        while ref is not None:
-            chain.append(ref)
-            ref = ref.parent()
-        return chain[::-1]
-
-    def label(self) -> str:
-        if self.hierarchy.version == V2:
-            return self.path
-        return f"{self.hierarchy.name}:{self.path}"
-
-    def to_note(self) -> dict[str, Any]:
-        return {"version": self.hierarchy.version, "mount": str(self.hierarchy.mount),
-                "controllers": list(self.hierarchy.controllers), "path": self.path}
-
-    @classmethod
-    def from_note(cls, data: dict[str, Any]) -> CgroupRef:
-        hierarchy = Hierarchy(int(data["version"]), Path(data["mount"]),
-                              tuple(data["controllers"]))
-        return cls(hierarchy, str(data["path"]))
-
-
-def clean_path(path: str) -> str:
-    """One spelling of a cgroup path: ``/a/b`` for ``a/b``, ``/a/b/``, ``//a//b``, ``/a/./b``.
-
-    ``..`` is left alone (target specs refuse it).
-    """
-    return "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
 
 
 # -- errors at the boundary ----------------------------------------------------
@@ -226,12 +148,6 @@ class Cgroups:
             f"cgroup v1 controller {controller} is not mounted under {self.root}; "
             f"mount it: mkdir {self.root}/{controller} && "
             f"mount -t cgroup -o {controller} cgroup {self.root}/{controller}")
-
-    def controllers_report(self) -> dict[str, Any]:
-        """For `doctor`: the version and, per hierarchy, its mount and controllers."""
-        return {"version": self.version,
-                "hierarchies": [{"mount": str(h.mount), "controllers": list(h.controllers)}
-                                for h in self.hierarchies]}
 
     # -- membership ----------------------------------------------------------------
     def _memberships(self, proc_cgroup: Path) -> dict[str, str]:
@@ -431,10 +347,6 @@ class Cgroups:
         """Controllers ``ref`` hands to its children (v2 cgroup.subtree_control)."""
         return set(self._read_words(ref.dir / "cgroup.subtree_control"))
 
-    def available(self, ref: CgroupRef) -> set[str]:
-        """Controllers ``ref`` itself has (v2 cgroup.controllers)."""
-        return set(self._read_words(ref.dir / "cgroup.controllers"))
-
     def set_enabled(self, ref: CgroupRef, controller: str, on: bool) -> None:
         sign = "+" if on else "-"
         self._write_raw(ref.dir / "cgroup.subtree_control", f"{sign}{controller}",
@@ -495,41 +407,13 @@ class Cgroups:
         return out
 
 
-# -- limits per fault kind: file names and write order differ between versions --------
-
-
-def limit_files(kind: str, version: int, *, high: bool = False) -> list[str]:
-    """The files a ``kind`` fault changes (and whose originals it keeps), in write order."""
-    if kind == "cpu":
-        return ["cpu.cfs_period_us", "cpu.cfs_quota_us"] if version == V1 else ["cpu.max"]
-    if kind == "memory":
-        if version == V1:
-            return ["memory.limit_in_bytes"]
-        return ["memory.high", "memory.max"] if high else ["memory.max"]
-    if kind == "pids":
-        return ["pids.max"]
-    raise ValueError(kind)
-
-
-def controller_of(kind: str) -> str:
-    return {"cpu": "cpu", "memory": "memory", "pids": "pids"}[kind]
+# -- limits --------------------------------------------------------------------------
 
 
 def write_limits(fs: Cgroups, ref: CgroupRef, values: dict[str, str]) -> None:
-    """Write ``values`` (file -> text) in an order the kernel accepts.
-
-    v1 CFS bandwidth is checked against the parent and children on every write
-    of quota or period, so the quota is lifted (-1) first, then the period
-    and finally the quota are set. v2 memory: memory.high before memory.max is
-    irrelevant to the kernel but keeps the throttle in place before the hard cap.
-    """
-    if "cpu.cfs_quota_us" in values:
-        fs.write(ref, "cpu.cfs_quota_us", "-1")
+    """Write ``values`` (file -> text) in their order (the kind chose an order the kernel takes)."""
     for filename, value in values.items():
-        if filename != "cpu.cfs_quota_us":
-            fs.write(ref, filename, value)
-    if "cpu.cfs_quota_us" in values:
-        fs.write(ref, "cpu.cfs_quota_us", values["cpu.cfs_quota_us"])
+        fs.write(ref, filename, value)
 
 
 def read_limits(fs: Cgroups, ref: CgroupRef, files: list[str]) -> dict[str, str]:
@@ -545,49 +429,6 @@ def same_value(wanted: str, got: str) -> bool:
         return v in ("-1", "max") or (v.isdigit() and int(v) >= 2**62)
 
     return unlimited(wanted) and unlimited(got)
-
-
-def stats(fs: Cgroups, ref: CgroupRef, kind: str) -> dict[str, Any]:
-    """Live numbers for `status`: usage, peak, throttling, OOM kills, fork failures."""
-    v1 = ref.hierarchy.version == V1
-    out: dict[str, Any] = {}
-    if kind == "cpu":
-        stat = fs.read_stat(ref, "cpu.stat")
-        out["nr_periods"] = stat.get("nr_periods")
-        out["nr_throttled"] = stat.get("nr_throttled")
-        if v1:
-            out["throttled_usec"] = stat.get("throttled_time", 0) // 1000
-        else:
-            out["throttled_usec"] = stat.get("throttled_usec")
-            out["usage_usec"] = stat.get("usage_usec")
-    elif kind == "memory":
-        if v1:
-            out["usage_bytes"] = int(fs.read(ref, "memory.usage_in_bytes"))
-            out["peak_bytes"] = int(fs.read(ref, "memory.max_usage_in_bytes"))
-            out["failcnt"] = int(fs.read(ref, "memory.failcnt"))
-            oom = fs.read_stat(ref, "memory.oom_control")
-            out["oom_kill"] = oom.get("oom_kill", 0)
-            out["under_oom"] = oom.get("under_oom", 0)
-        else:
-            out["usage_bytes"] = int(fs.read(ref, "memory.current"))
-            if fs.has_file(ref, "memory.peak"):
-                out["peak_bytes"] = int(fs.read(ref, "memory.peak"))
-            events = fs.read_stat(ref, "memory.events")
-            out["oom_kill"] = events.get("oom_kill", 0)
-            out["oom"] = events.get("oom", 0)
-            out["high_events"] = events.get("high", 0)
-            out["max_events"] = events.get("max", 0)
-    elif kind == "pids":
-        out["current"] = int(fs.read(ref, "pids.current"))
-        if fs.has_file(ref, "pids.events"):
-            out["fork_failures"] = fs.read_stat(ref, "pids.events").get("max", 0)
-    return out
-
-
-def oom_kills(fs: Cgroups, ref: CgroupRef) -> int:
-    if ref.hierarchy.version == V1:
-        return int(fs.read_stat(ref, "memory.oom_control").get("oom_kill", 0))
-    return int(fs.read_stat(ref, "memory.events").get("oom_kill", 0))
 
 
 def iter_hostchaos_cgroups(fs: Cgroups) -> Iterator[CgroupRef]:

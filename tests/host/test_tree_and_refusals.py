@@ -12,7 +12,7 @@ import pytest
 from hostchaos.config import Config
 from hostchaos.engine import Engine
 from hostchaos.errors import ConflictError
-from hostchaos.faults.network import LatencySpec
+from hostchaos.faults.latency import LatencySpec
 from hostchaos.journal import ACTIVE, FaultRecord, Journal
 from hostchaos.sandbox import NetnsPair
 from hostchaos.system import capabilities

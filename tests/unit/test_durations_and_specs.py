@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from hostchaos.quantities import format_duration, parse_duration
 from hostchaos.errors import SpecError
-from hostchaos.faults.network import LatencySpec, LossSpec
+from hostchaos.faults.latency import LatencySpec
+from hostchaos.faults.loss import LossSpec
+from hostchaos.quantities import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -9,7 +9,8 @@ import psutil
 import pytest
 
 from hostchaos.faults.base import Peer
-from hostchaos.faults.network import NetworkFault, RateFault, RateSpec
+from hostchaos.faults.rate import RateFault, RateSpec
+from hostchaos.faults.traffic import NetworkFault
 from hostchaos.system import ssh
 
 #: two namespaces, as (st_dev, st_ino) of their nsfs files

@@ -8,15 +8,10 @@ from typing import Any
 import pytest
 
 from hostchaos.errors import SpecError
-from hostchaos.faults.network import (
-    LatencyFault,
-    LatencySpec,
-    LossSpec,
-    RateFault,
-    RateSpec,
-    ReorderFault,
-    ReorderSpec,
-)
+from hostchaos.faults.latency import LatencyFault, LatencySpec
+from hostchaos.faults.loss import LossSpec
+from hostchaos.faults.rate import RateFault, RateSpec
+from hostchaos.faults.reorder import ReorderFault, ReorderSpec
 from tests.support.cli import hostchaos, one_line_error
 
 HUGE = "1" + "0" * 400

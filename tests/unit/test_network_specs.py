@@ -8,19 +8,14 @@ from pathlib import Path
 import pytest
 
 from hostchaos.errors import SpecError
-from hostchaos.faults.network import (
-    CorruptSpec,
-    LatencySpec,
-    LossFault,
-    LossSpec,
-    PartitionSpec,
-    RateFault,
-    RateSpec,
-    ReorderSpec,
-    combine,
-    parse_protect,
-    parse_rate,
-)
+from hostchaos.faults.corrupt import CorruptSpec
+from hostchaos.faults.latency import LatencySpec
+from hostchaos.faults.loss import LossFault, LossSpec
+from hostchaos.faults.partition import PartitionSpec
+from hostchaos.faults.rate import RateFault, RateSpec
+from hostchaos.faults.reorder import ReorderSpec
+from hostchaos.faults.traffic_spec import combine, parse_protect
+from hostchaos.quantities import parse_rate
 from hostchaos.system.u32 import Match
 from tests.support.cli import hostchaos, one_line_error
 
@@ -169,7 +164,7 @@ def test_bad_network_input_is_one_line(args: list[str], code: int, fragment: str
 def test_protection_filters_follow_the_options(monkeypatch: pytest.MonkeyPatch) -> None:
     """SSH peer and --protect become pass filters within the selection; --no-protect-ssh drops
     the SSH one; neighbour discovery always passes (two masked ICMPv6 type matches)."""
-    from hostchaos.faults.network import PartitionFault
+    from hostchaos.faults.partition import PartitionFault
 
     monkeypatch.setenv("SSH_CONNECTION", "192.0.2.7 50000 192.0.2.1 22")
     ssh_keys = ["0x00060000/0x00ff0000+8", "0xc0000207/0xffffffff+16", "0x00160000/0xffff0000+20"]

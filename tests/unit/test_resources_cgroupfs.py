@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from hostchaos.faults.base import Peer
-from hostchaos.faults.resources import CpuSpec, MemoryFault, MemorySpec, _Target
+from hostchaos.faults.cgroup_target import Target
+from hostchaos.faults.cpu import CpuFault, CpuSpec
+from hostchaos.faults.memory import MemoryFault, MemorySpec
 from hostchaos.system import cgroups
 from hostchaos.system.cgroups import CgroupRef, Cgroups
 
@@ -77,8 +79,9 @@ def test_write_order_lifts_v1_quota_first() -> None:
             self.writes.append((filename, value))
 
     rec = Recorder()
-    cgroups.write_limits(rec, None, {"cpu.cfs_period_us": "50000",  # type: ignore[arg-type]
-                                     "cpu.cfs_quota_us": "12500"})
+    CpuFault.for_rollback().write_values(rec, None,  # type: ignore[arg-type]
+                                         {"cpu.cfs_period_us": "50000",
+                                          "cpu.cfs_quota_us": "12500"})
     assert rec.writes == [("cpu.cfs_quota_us", "-1"), ("cpu.cfs_period_us", "50000"),
                           ("cpu.cfs_quota_us", "12500")]
 
@@ -100,7 +103,7 @@ def place(fs: Cgroups, origin: str, peers: list[dict[str, object]] | None = None
     fault = MemoryFault(MemorySpec(pid=77, max_bytes=1 << 26))
     fault.peers = [Peer("hc-memory-1", "memory", None, [n for n in peers or []])]
     hierarchy = fs.hierarchies[0]
-    target = _Target(hierarchy, True, CgroupRef(hierarchy, origin))
+    target = Target(hierarchy, True, CgroupRef(hierarchy, origin))
     fault._place_v2(fs, target)
     return target
 
@@ -148,7 +151,6 @@ def test_v2_adopts_a_peer_faults_enable_note(v2: Cgroups) -> None:
 
 def test_values_per_version() -> None:
     spec = CpuSpec(pid=7, limit=25)
-    from hostchaos.faults.resources import CpuFault
 
     fault = CpuFault(spec)
     assert fault.values(1) == {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "25000"}

@@ -20,15 +20,10 @@ from hostchaos.config import Config
 from hostchaos.engine import Engine
 from hostchaos.errors import ApplyError, ConflictError
 from hostchaos.faults.base import Peer
-from hostchaos.faults.resources import (
-    CgroupLimitFault,
-    CgroupTargetSpec,
-    CpuFault,
-    CpuSpec,
-    PidsFault,
-    PidsSpec,
-    _Target,
-)
+from hostchaos.faults.cgroup_limit import CgroupLimitFault
+from hostchaos.faults.cgroup_target import CgroupTargetSpec, Target
+from hostchaos.faults.cpu import CpuFault, CpuSpec
+from hostchaos.faults.pids import PidsFault, PidsSpec
 from hostchaos.journal import ACTIVE, FaultRecord, Journal, UndoLog
 from hostchaos.system.cgroups import CgroupRef, Cgroups
 from hostchaos.system.procs import boot_id
@@ -97,13 +92,13 @@ def limit_note(fs: Cgroups, path: str, *, inode: int | None, kind: str = "cpu",
 
 
 def in_place(fs: Cgroups, spec: CgroupTargetSpec, resolved: str,
-             peers: list[dict[str, Any]]) -> tuple[CpuFault, _Target]:
+             peers: list[dict[str, Any]]) -> tuple[CpuFault, Target]:
     """A cpu fault whose target resolved to cgroup ``resolved``, with ``peers``' notes."""
     fault = CpuFault(spec)
     fault.peers = [Peer(PEER, "cpu", None, [{k: v for k, v in n.items() if k != "fault"}
                                             for n in peers])]
     ref = fs.ref(fs.require("cpu"), resolved)
-    return fault, _Target(ref.hierarchy, False, ref, inode=fs.inode(ref))
+    return fault, Target(ref.hierarchy, False, ref, inode=fs.inode(ref))
 
 
 @pytest.mark.parametrize("spec", [
@@ -127,7 +122,7 @@ def test_a_peer_on_the_same_cgroup_is_refused_whatever_named_it(
 
 
 def test_peers_are_judged_by_inode_then_by_normalised_path(v2: Cgroups) -> None:
-    from hostchaos.faults.resources import same_cgroup
+    from hostchaos.faults.cgroup_target import same_cgroup
 
     x = cgroup_dir(v2.root / "x")
     y = cgroup_dir(v2.root / "y")

@@ -7,16 +7,11 @@ import pytest
 from hostchaos import faults
 from hostchaos.errors import SpecError
 from hostchaos.faults.base import Peer, Spec
-from hostchaos.faults.resources import (
-    PAGE_SIZE,
-    CpuSpec,
-    MemorySpec,
-    NofileSpec,
-    PidsSpec,
-    format_size,
-    parse_percent,
-    parse_size,
-)
+from hostchaos.faults.cpu import CpuSpec
+from hostchaos.faults.memory import PAGE_SIZE, MemorySpec
+from hostchaos.faults.nofile import NofileSpec
+from hostchaos.faults.pids import PidsSpec
+from hostchaos.quantities import format_size, parse_percent, parse_size
 
 
 @pytest.mark.parametrize(("text", "size"), [

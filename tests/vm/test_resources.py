@@ -29,7 +29,10 @@ from hostchaos.config import Config
 from hostchaos.engine import Engine
 from hostchaos.errors import ConflictError
 from hostchaos.faults.base import Spec
-from hostchaos.faults.resources import CpuSpec, MemorySpec, NofileSpec, PidsSpec
+from hostchaos.faults.cpu import CpuSpec
+from hostchaos.faults.memory import MemorySpec
+from hostchaos.faults.nofile import NofileSpec
+from hostchaos.faults.pids import PidsSpec
 from hostchaos.system import capabilities
 from tests.support.capability import need
 from tests.support.cli import hostchaos, one_line_error, open_records, records
