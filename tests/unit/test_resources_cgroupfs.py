@@ -99,7 +99,7 @@ def v2(tmp_path: Path) -> Cgroups:
     return Cgroups(root, tmp_path / "proc")
 
 
-def place(fs: Cgroups, origin: str, peers: list[dict[str, object]] | None = None) -> _Target:
+def place(fs: Cgroups, origin: str, peers: list[dict[str, object]] | None = None) -> Target:
     fault = MemoryFault(MemorySpec(pid=77, max_bytes=1 << 26))
     fault.peers = [Peer("hc-memory-1", "memory", None, [n for n in peers or []])]
     hierarchy = fs.hierarchies[0]
