@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,7 +194,7 @@ def test_a_rate_fill_grows_gradually_and_stops_cleanly_on_rollback(ext4: Path,
                        "--rate", "40M/s", "--json", state_dir=state)
     assert result.returncode == 0, result.stderr
     fault_id = json.loads(result.stdout)["id"]
-    wait_for(lambda: _fill_bytes(ext4) >= 20 * MiB, 10, "the guardian grows the file")
+    wait_for(lambda: _fill_bytes(ext4) >= 20 * MiB, 10)
     assert _fill_bytes(ext4) < 150 * MiB  # gradual, not all at once
     status = json.loads(hostchaos("status", fault_id, "--json", state_dir=state).stdout)
     assert status["observed"]["bytes"] > 0
@@ -207,17 +208,24 @@ def test_kill_9_of_cli_and_guardian_mid_rate_fill_then_sweep_gives_the_space_bac
         ext4: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     before = space(ext4)
-    result = hostchaos("inject", "disk-fill", "--path", str(ext4), "--size", "160M",
-                       "--rate", "20M/s", "--json", state_dir=state)
-    assert result.returncode == 0, result.stderr
-    fault_id = json.loads(result.stdout)["id"]
-    wait_for(lambda: _fill_bytes(ext4) >= 10 * MiB, 10, "the fill is under way")
-    (record,) = open_records(state)
-    os.kill(record["guardian"]["pid"], signal.SIGKILL)
-    wait_for(lambda: not Path(f"/proc/{record['guardian']['pid']}").exists(), 5, "guardian gone")
+    cli = subprocess.Popen(  # --wait keeps the CLI in the foreground for the whole fault
+        [sys.executable, "-m", "hostchaos", "inject", "disk-fill", "--path", str(ext4),
+         "--size", "160M", "--rate", "20M/s", "--wait"],
+        env={**os.environ, "HOSTCHAOS_STATE_DIR": str(state)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: _fill_bytes(ext4) >= 10 * MiB, 10)
+        (record,) = open_records(state)
+        os.kill(cli.pid, signal.SIGKILL)
+        os.kill(record["guardian"]["pid"], signal.SIGKILL)
+        wait_for(lambda: not Path(f"/proc/{record['guardian']['pid']}").exists(), 5)
+    finally:
+        cli.kill()
+        cli.wait()
+    assert 0 < _fill_bytes(ext4) < 150 * MiB  # stopped half-way, nobody left to remove it
     swept = hostchaos("sweep", "--json", state_dir=state)
     assert swept.returncode == 0, swept.stderr
-    assert fault_id in swept.stdout
+    assert record["id"] in swept.stdout
     assert fill.find_fill_files(ext4) == [] and available(space(ext4)) == available(before)
 
 
@@ -237,4 +245,4 @@ def test_a_fill_from_a_past_boot_is_removed_by_sweep(ext4: Path, tmp_path: Path)
     assert fill.find_fill_files(ext4) == []
     assert open_records(state) == []
     guardian = data["guardian"]["pid"]
-    wait_for(lambda: not Path(f"/proc/{guardian}").exists(), 10, "its guardian leaves")
+    wait_for(lambda: not Path(f"/proc/{guardian}").exists(), 10)
