@@ -39,9 +39,8 @@ import os
 import secrets
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hostchaos.errors import JournalError, TargetNotFoundError
 
@@ -102,8 +101,7 @@ class RecordUnreadable(JournalError):
         self.problem = problem
 
 
-@dataclass(frozen=True)
-class UnreadableRecord:
+class UnreadableRecord(NamedTuple):
     """A record file that could not be parsed, nor its copy (torn, truncated or foreign)."""
 
     path: Path
@@ -111,6 +109,7 @@ class UnreadableRecord:
 
     @property
     def fault_id(self) -> str:
+        """The fault the file was for, from its name."""
         return self.path.name.removesuffix(".json")
 
 

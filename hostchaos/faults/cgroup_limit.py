@@ -44,6 +44,15 @@ class CgroupLimitFault(Fault):
     accounting: ClassVar[str]
     help_epilog = TARGETS_HELP
 
+    def __init_subclass__(cls, controller: str = "", accounting: str = "",
+                          **kwargs: Any) -> None:
+        """A cgroup kind names its controller and the systemd setting that gives a unit
+        its own cgroup for it: ``class CpuFault(CgroupLimitFault, controller="cpu",
+        accounting="CPUAccounting")``."""
+        cls.controller, cls.accounting = controller, accounting
+        cls.needs = ("root", "cgroups", f"cgroup-{controller}")
+        super().__init_subclass__(**kwargs)
+
     def __init__(self, spec: Spec) -> None:
         super().__init__(spec)
         self._target: Target | None = None

@@ -65,7 +65,6 @@ class CgroupTargetSpec(Spec):
                                 metavar="PATH")
 
     def __post_init__(self) -> None:
-        from hostchaos.system import containers, units
 
         given = [n for n in ("pid", "unit", "container", "cgroup") if getattr(self, n) is not None]
         require(len(given) == 1,
@@ -74,11 +73,7 @@ class CgroupTargetSpec(Spec):
         if self.pid is not None:
             require(isinstance(self.pid, int) and self.pid > 0,
                     f"--pid must be a positive process id, got {self.pid}")
-        if self.unit is not None:
-            require(units.valid_name(self.unit), f"unit name {self.unit!r} is not valid")
-        if self.container is not None:
-            require(containers.valid_name(self.container),
-                    f"container name or id {self.container!r} is not valid")
+        check_unit_and_container(self.unit, self.container)
         if self.cgroup is not None:
             require(bool(_CGROUP_PATH.fullmatch(self.cgroup))
                     and ".." not in self.cgroup.split("/"),
@@ -89,16 +84,23 @@ class CgroupTargetSpec(Spec):
         return self.pid is not None
 
     def target_label(self) -> str:
-        if self.pid is not None:
-            return f"pid {self.pid}"
-        if self.unit is not None:
-            return f"unit {self.unit}"
-        if self.container is not None:
-            return f"container {self.container}"
-        return f"cgroup {self.cgroup}"
+        name, value = next((n, getattr(self, n)) for n in ("pid", "unit", "container", "cgroup")
+                           if getattr(self, n) is not None)
+        return f"{name} {value}"
 
 
 
+
+
+def check_unit_and_container(unit: str | None, container: str | None) -> None:
+    """SpecError for a systemd unit or container name no runtime would accept."""
+    from hostchaos.system import containers, units
+
+    if unit is not None:
+        require(units.valid_name(unit), f"unit name {unit!r} is not valid")
+    if container is not None:
+        require(containers.valid_name(container),
+                f"container name or id {container!r} is not valid")
 
 
 def need_root(what: str) -> None:

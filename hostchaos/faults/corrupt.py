@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hostchaos.faults.traffic import NetworkFault
+from hostchaos.faults.traffic import ShareFault
 from hostchaos.faults.traffic_spec import ShareSpec
 
 
@@ -14,7 +14,7 @@ class CorruptSpec(ShareSpec):
     """Flip a random bit in ``percent`` of the selected packets."""
 
 
-class CorruptFault(NetworkFault):
+class CorruptFault(ShareFault):
     """Flip a random bit in a share of selected IP packets (netem).
 
     Mechanism: netem ``corrupt`` in a class of the hostchaos tree; receivers
@@ -27,11 +27,8 @@ class CorruptFault(NetworkFault):
 
     spec_type = CorruptSpec
     spec: CorruptSpec
+    verb = "corrupt"
 
-    def describe(self) -> str:
-        s = self.spec
-        return f"corrupt {s.percent:g}% of {s.selector_label()} on {s.target_label()} " \
-               f"({s.direction})"
 
     def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         return {"prob_corrupt": self.spec.percent, "corr_corrupt": self.spec.correlation}

@@ -58,7 +58,7 @@ class CpuSpec(CgroupTargetSpec):
 
 
 
-class CpuFault(CgroupLimitFault):
+class CpuFault(CgroupLimitFault, controller="cpu", accounting="CPUAccounting"):
     """Cap the CPU time of a process or cgroup with a CFS quota (quota over period).
 
     Mechanism: CFS bandwidth control: v1 ``cpu.cfs_quota_us`` /
@@ -79,9 +79,6 @@ class CpuFault(CgroupLimitFault):
 
     spec_type = CpuSpec
     spec: CpuSpec
-    controller = "cpu"
-    accounting = "CPUAccounting"
-    needs = ("root", "cgroups", "cgroup-cpu")
 
     def describe(self) -> str:
         s = self.spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hostchaos.faults.traffic import NetworkFault
+from hostchaos.faults.traffic import ShareFault
 from hostchaos.faults.traffic_spec import ShareSpec
 
 
@@ -14,7 +14,7 @@ class DuplicateSpec(ShareSpec):
     """Send ``percent`` of the selected packets twice."""
 
 
-class DuplicateFault(NetworkFault):
+class DuplicateFault(ShareFault):
     """Send a share of selected IP packets twice (netem).
 
     Mechanism: netem ``duplicate`` in a class of the hostchaos tree.
@@ -26,11 +26,8 @@ class DuplicateFault(NetworkFault):
 
     spec_type = DuplicateSpec
     spec: DuplicateSpec
+    verb = "duplicate"
 
-    def describe(self) -> str:
-        s = self.spec
-        return f"duplicate {s.percent:g}% of {s.selector_label()} on {s.target_label()} " \
-               f"({s.direction})"
 
     def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         opts: dict[str, Any] = {"duplicate": self.spec.percent}

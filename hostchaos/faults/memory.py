@@ -50,7 +50,7 @@ class MemorySpec(CgroupTargetSpec):
 
 
 
-class MemoryFault(CgroupLimitFault):
+class MemoryFault(CgroupLimitFault, controller="memory", accounting="MemoryAccounting"):
     """Cap the memory of a process or cgroup; beyond --max the kernel OOM-kills.
 
     Mechanism: v1 ``memory.limit_in_bytes`` (through cgroupspy); v2
@@ -71,9 +71,6 @@ class MemoryFault(CgroupLimitFault):
 
     spec_type = MemorySpec
     spec: MemorySpec
-    controller = "memory"
-    accounting = "MemoryAccounting"
-    needs = ("root", "cgroups", "cgroup-memory")
     needs_with: ClassVar[dict[str, tuple[str, ...]]] = {"--high": ("cgroup-v2-unified",)}
 
     def describe(self) -> str:

@@ -13,7 +13,7 @@ from hostchaos.errors import (
     TargetNotFoundError,
 )
 from hostchaos.faults.base import Fault, Peer, Spec, require
-from hostchaos.faults.cgroup_target import check_process, need_root
+from hostchaos.faults.cgroup_target import check_process, check_unit_and_container, need_root
 from hostchaos.faults.options import option
 from hostchaos.journal import UndoLog
 
@@ -36,7 +36,6 @@ class NofileSpec(Spec):
                               "--soft.", default=None, metavar="N")
 
     def __post_init__(self) -> None:
-        from hostchaos.system import containers, units
 
         object.__setattr__(self, "pids", tuple(self.pids))
         given = [n for n in ("pids", "name", "unit", "container") if getattr(self, n)]
@@ -49,11 +48,7 @@ class NofileSpec(Spec):
         if self.name is not None:
             require(0 < len(self.name) <= 255 and "/" not in self.name and "\0" not in self.name,
                     f"process name {self.name!r} is not valid")
-        if self.unit is not None:
-            require(units.valid_name(self.unit), f"unit name {self.unit!r} is not valid")
-        if self.container is not None:
-            require(containers.valid_name(self.container),
-                    f"container name or id {self.container!r} is not valid")
+        check_unit_and_container(self.unit, self.container)
         require(isinstance(self.soft, int) and self.soft >= 0,
                 f"--soft must be 0 or more, got {self.soft}")
         if self.hard is not None:
@@ -66,9 +61,7 @@ class NofileSpec(Spec):
             return ("pid " if len(self.pids) == 1 else "pids ") + ",".join(map(str, self.pids))
         if self.name is not None:
             return f"processes named {self.name}"
-        if self.unit is not None:
-            return f"unit {self.unit}"
-        return f"container {self.container}"
+        return f"unit {self.unit}" if self.unit is not None else f"container {self.container}"
 
 
 def _rlim(value: int) -> str:

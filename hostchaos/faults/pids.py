@@ -32,7 +32,7 @@ class PidsSpec(CgroupTargetSpec):
 
 
 
-class PidsFault(CgroupLimitFault):
+class PidsFault(CgroupLimitFault, controller="pids", accounting="TasksAccounting"):
     """Cap the number of tasks (processes + threads) a process or cgroup may have.
 
     Mechanism: ``pids.max`` of the pids controller (v1: plain file I/O, as
@@ -48,9 +48,6 @@ class PidsFault(CgroupLimitFault):
 
     spec_type = PidsSpec
     spec: PidsSpec
-    controller = "pids"
-    accounting = "TasksAccounting"
-    needs = ("root", "cgroups", "cgroup-pids")
 
     def describe(self) -> str:
         return f"cap the tasks of {self._where()} at {self.spec.max}"

@@ -8,25 +8,20 @@ from typing import Any
 from hostchaos.faults.base import require
 from hostchaos.faults.options import option
 from hostchaos.faults.traffic import NetworkFault
-from hostchaos.faults.traffic_spec import NetworkSpec, check_delay_ms, check_u32
-from hostchaos.quantities import check_percent
+from hostchaos.faults.traffic_spec import ShareSpec, check_delay_ms, check_u32
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ReorderSpec(NetworkSpec):
+class ReorderSpec(ShareSpec):
     """Send ``percent`` of the selected packets at once and delay the rest by ``ms``."""
 
     percent: float = option("--percent", "Share of packets sent at once; the rest wait --ms.",
                             required=True)
     ms: float | None = option("--ms", "Delay of the other packets (required).", default=None)
     gap: int = option("--gap", "Reorder every Nth packet instead of at random.", default=0)
-    correlation: float = option("--correlation", "Percent correlation with the previous "
-                                "packet.", default=0.0)
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        check_percent(self.percent, "--percent")
-        check_percent(self.correlation, "--correlation", allow_zero=True)
+        super().__post_init__()  # percent and correlation
         require(self.ms is not None and self.ms != 0,
                 "reorder needs a delay: add --ms (packets not sent early wait that long)")
         assert self.ms is not None

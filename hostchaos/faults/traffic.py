@@ -23,7 +23,13 @@ from hostchaos.errors import (
     TargetNotFoundError,
 )
 from hostchaos.faults.base import Fault, Peer
-from hostchaos.faults.traffic_spec import ND_TYPE_BLOCKS, NetworkSpec, combine, parse_protect
+from hostchaos.faults.traffic_spec import (
+    ND_TYPE_BLOCKS,
+    NetworkSpec,
+    ShareSpec,
+    combine,
+    parse_protect,
+)
 from hostchaos.journal import UndoLog
 
 S = TypeVar("S", bound=NetworkSpec)
@@ -407,3 +413,16 @@ def network_namespace_path(spec: NetworkSpec) -> str | None:
         return f"/proc/{spec.pid}/ns/net"
     return None
 
+
+
+class ShareFault(NetworkFault):
+    """A network kind acting on a share of the selected packets (corrupt, duplicate)."""
+
+    spec: ShareSpec
+    #: what is done to the share, for the describe line
+    verb: ClassVar[str]
+
+    def describe(self) -> str:
+        s = self.spec
+        return (f"{self.verb} {s.percent:g}% of {s.selector_label()} on {s.target_label()} "
+                f"({s.direction})")

@@ -116,22 +116,6 @@ def _try_qdisc_in_child_netns(kind: str) -> bool:
     return os.waitstatus_to_exitcode(status) == 0
 
 
-def netem() -> Capability:
-    return kernel_module("sch_netem", "CONFIG_NET_SCH_NETEM")
-
-
-def ifb() -> Capability:
-    return kernel_module("ifb", "CONFIG_IFB")
-
-
-def htb() -> Capability:
-    return kernel_module("sch_htb", "CONFIG_NET_SCH_HTB")
-
-
-def u32() -> Capability:
-    return kernel_module("cls_u32", "CONFIG_NET_CLS_U32")
-
-
 def cgroups() -> Capability:
     root = Path("/sys/fs/cgroup")
     if (root / "cgroup.controllers").exists():
@@ -258,28 +242,22 @@ def container_runtime(name: str) -> Capability:
                       else "not installed", fix)
 
 
-def tbf() -> Capability:
-    return kernel_module("sch_tbf", "CONFIG_NET_SCH_TBF")
-
-
-def ingress() -> Capability:
-    return kernel_module("sch_ingress", "CONFIG_NET_SCH_INGRESS")
-
-
-def mirred() -> Capability:
-    return kernel_module("act_mirred", "CONFIG_NET_ACT_MIRRED")
-
+#: kernel modules the network kinds use -> the kernel config option that builds them
+KERNEL_MODULES = {
+    "sch_netem": "CONFIG_NET_SCH_NETEM",
+    "sch_tbf": "CONFIG_NET_SCH_TBF",
+    "sch_htb": "CONFIG_NET_SCH_HTB",
+    "cls_u32": "CONFIG_NET_CLS_U32",
+    "ifb": "CONFIG_IFB",
+    "sch_ingress": "CONFIG_NET_SCH_INGRESS",
+    "act_mirred": "CONFIG_NET_ACT_MIRRED",
+}
 
 #: every check by the name a fault kind lists in its ``needs``
 CHECKS: dict[str, Callable[[], Capability]] = {
     "root": is_root,
-    "sch_netem": netem,
-    "sch_tbf": tbf,
-    "sch_htb": htb,
-    "cls_u32": u32,
-    "ifb": ifb,
-    "sch_ingress": ingress,
-    "act_mirred": mirred,
+    **{module: partial(kernel_module, module, option)
+       for module, option in KERNEL_MODULES.items()},
     "cgroups": cgroups,
     "cgroup-v1": lambda: cgroup_version(1),
     "cgroup-v2": lambda: cgroup_version(2),
@@ -293,6 +271,14 @@ CHECKS: dict[str, Callable[[], Capability]] = {
 def check(name: str) -> Capability:
     """The check called ``name`` (a key of :data:`CHECKS`)."""
     return CHECKS[name]()
+
+
+def netem() -> Capability:
+    return check("sch_netem")
+
+
+def ifb() -> Capability:
+    return check("ifb")
 
 
 def all_checks() -> list[Capability]:

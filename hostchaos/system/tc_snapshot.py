@@ -19,6 +19,7 @@ import errno
 import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from hostchaos.errors import RollbackError
@@ -57,28 +58,26 @@ def _has_nested(attr: bytes, wanted: int) -> bool:
     return any(kind == wanted for kind, _ in _attrs(attr[4:]))
 
 
-def _fix_htb_version(options: bytes) -> bytes:
-    """htb dumps its full version (0x30011) but accepts only the major (3) on create."""
+def _patch_u32_attr(options: bytes, wanted: int, change: Callable[[int], int]) -> bytes:
+    """``options`` with the u32 value of attribute ``wanted`` replaced by ``change(value)``."""
     out = bytearray(options)
     pos = 4
     for kind, attr in _attrs(options[4:]):
-        if kind == TCA_HTB_INIT and len(attr) >= 8:
-            version = struct.unpack_from("=I", attr, 4)[0]
-            struct.pack_into("=I", out, pos + 4, version >> 16 if version > 0xFFFF else version)
+        if kind == wanted and len(attr) >= 8:
+            value = struct.unpack_from("=I", attr, 4)[0]
+            struct.pack_into("=I", out, pos + 4, change(value))
         pos += (len(attr) + 3) & ~3
     return bytes(out)
+
+
+def _fix_htb_version(options: bytes) -> bytes:
+    """htb dumps its full version (0x30011) but accepts only the major (3) on create."""
+    return _patch_u32_attr(options, TCA_HTB_INIT, lambda v: v >> 16 if v > 0xFFFF else v)
 
 
 def _fix_u32_flags(options: bytes) -> bytes:
     """u32 dumps in_hw/not_in_hw state flags that a create request must not carry."""
-    out = bytearray(options)
-    pos = 4
-    for kind, attr in _attrs(options[4:]):
-        if kind == TCA_U32_FLAGS and len(attr) >= 8:
-            flags = struct.unpack_from("=I", attr, 4)[0]
-            struct.pack_into("=I", out, pos + 4, flags & TCA_CLS_FLAGS_SETTABLE)
-        pos += (len(attr) + 3) & ~3
-    return bytes(out)
+    return _patch_u32_attr(options, TCA_U32_FLAGS, lambda v: v & TCA_CLS_FLAGS_SETTABLE)
 
 
 def _request(message: bytes, seq: int) -> tuple[bytes, int]:
