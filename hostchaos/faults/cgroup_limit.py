@@ -23,6 +23,7 @@ from hostchaos.faults.cgroup_target import (
     CgroupTargetSpec,
     Target,
     check_process,
+    move_stray_threads,
     moved_elsewhere,
     need_root,
     owner_fault,
@@ -46,9 +47,7 @@ class CgroupLimitFault(Fault):
 
     def __init_subclass__(cls, controller: str = "", accounting: str = "",
                           **kwargs: Any) -> None:
-        """A cgroup kind names its controller and the systemd setting that gives a unit
-        its own cgroup for it: ``class CpuFault(CgroupLimitFault, controller="cpu",
-        accounting="CPUAccounting")``."""
+        """``class CpuFault(CgroupLimitFault, controller="cpu", accounting="CPUAccounting")``."""
         cls.controller, cls.accounting = controller, accounting
         cls.needs = ("root", "cgroups", f"cgroup-{controller}")
         super().__init_subclass__(**kwargs)
@@ -284,26 +283,10 @@ class CgroupLimitFault(Fault):
         try:
             fs.move_process(pid, own)
             if target.hierarchy.version == 1:
-                self._move_stray_threads(fs, own, pid)
+                move_stray_threads(fs, own, pid)
         except cgroups.Gone as exc:
             raise TargetNotFoundError(f"process {pid} exited before it could be limited") \
                 from exc
-
-    @staticmethod
-    def _move_stray_threads(fs: Cgroups, own: CgroupRef, pid: int) -> None:
-        """v1: threads started while the process moved are moved one by one."""
-        from hostchaos.system import procs
-
-        for _ in range(5):
-            inside = set(fs.tasks(own))
-            stray = [t for t in procs.threads(pid) if t not in inside]
-            if not stray:
-                return
-            for tid in stray:
-                try:
-                    fs.move_thread(tid, own)
-                except TargetNotFoundError:
-                    continue
 
     # -- rollback ------------------------------------------------------------------------------
     def rollback(self, undo: UndoLog) -> None:

@@ -188,3 +188,18 @@ class Target:
     start_ticks: int = 0
     inode: int | None = None             # in place: the target's inode, read under the lock
 
+
+def move_stray_threads(fs: Cgroups, own: CgroupRef, pid: int) -> None:
+    """v1: threads started while the process moved are moved one by one."""
+    from hostchaos.system import procs
+
+    for _ in range(5):
+        inside = set(fs.tasks(own))
+        stray = [t for t in procs.threads(pid) if t not in inside]
+        if not stray:
+            return
+        for tid in stray:
+            try:
+                fs.move_thread(tid, own)
+            except TargetNotFoundError:
+                continue

@@ -30,16 +30,16 @@ from hostchaos.faults.base import Peer
 if TYPE_CHECKING:
     from hostchaos.faults.traffic_spec import NetworkSpec
     from hostchaos.system.namespaces import NetnsIdentity
-    from hostchaos.system.netlink import Namespace
+    from hostchaos.system.tc_namespace import Namespace
 
 NETNS_STEP = "netns"
 
 
 def _spec_path(spec: NetworkSpec) -> str:
-    from hostchaos.system import netlink
+    from hostchaos.system import tc_namespace
 
     if spec.netns:
-        return netlink.netns_path(spec.netns)
+        return tc_namespace.netns_path(spec.netns)
     if spec.pid is not None:
         return f"/proc/{spec.pid}/ns/net"
     return "/proc/thread-self/ns/net"
@@ -101,10 +101,10 @@ def _path_for(fd: int, identity: NetnsIdentity) -> str | None:
 @contextmanager
 def peek(spec: NetworkSpec, expected: NetnsIdentity | None) -> Iterator[Namespace]:
     """The target namespace, for reading (preflight): no note, no handle."""
-    from hostchaos.system import netlink
+    from hostchaos.system import tc_namespace
 
     with open_resolved(spec, expected) as (fd, identity), \
-            netlink.open_namespace(_path_for(fd, identity), spec.where()) as ns:
+            tc_namespace.open_namespace(_path_for(fd, identity), spec.where()) as ns:
         yield ns
 
 
@@ -115,7 +115,7 @@ def enter_for_apply(spec: NetworkSpec, expected: NetnsIdentity | None, fault_id:
 
     ``note(step, **data)`` is the undo log's: it runs before the handle exists.
     """
-    from hostchaos.system import namespaces, netlink
+    from hostchaos.system import namespaces, tc_namespace
 
     with open_resolved(spec, expected) as (fd, identity):
         handle = None if identity == namespaces.initial() else handle_dir / fault_id
@@ -126,7 +126,7 @@ def enter_for_apply(spec: NetworkSpec, expected: NetnsIdentity | None, fault_id:
         else:
             namespaces.create_handle(fd, handle)
             path = str(handle)
-        with netlink.open_namespace(path, spec.where()) as ns:
+        with tc_namespace.open_namespace(path, spec.where()) as ns:
             yield ns, identity
 
 
@@ -144,7 +144,7 @@ def noted_identity(notes: list[dict[str, Any]]) -> NetnsIdentity | None:
 @contextmanager
 def enter_noted(note: dict[str, Any]) -> Iterator[Namespace | None]:
     """The namespace a ``netns`` note names (None when it is gone), from the note alone."""
-    from hostchaos.system import namespaces, netlink
+    from hostchaos.system import namespaces, tc_namespace
     from hostchaos.system.namespaces import NetnsIdentity
 
     identity = NetnsIdentity.from_note(note)
@@ -161,7 +161,7 @@ def enter_noted(note: dict[str, Any]) -> Iterator[Namespace | None]:
         if gone:
             yield None
         else:
-            yield stack.enter_context(netlink.open_namespace(path, label))
+            yield stack.enter_context(tc_namespace.open_namespace(path, label))
 
 
 def release(note: dict[str, Any], fault_id: str) -> None:

@@ -36,7 +36,8 @@ S = TypeVar("S", bound=NetworkSpec)
 
 if TYPE_CHECKING:
     from hostchaos.system.namespaces import NetnsIdentity
-    from hostchaos.system.netlink import FilterSet, Namespace
+    from hostchaos.system.netlink import FilterSet
+    from hostchaos.system.tc_namespace import Namespace
     from hostchaos.system.u32 import Match
 
 
@@ -299,7 +300,7 @@ class NetworkFault(Fault):
 
     def _rollback_without_netns_note(self, undo: UndoLog) -> None:
         """Records written before the ``netns`` note existed: the spec says where."""
-        from hostchaos.system import netlink
+        from hostchaos.system import tc_namespace
         from hostchaos.system.namespaces import NetnsIdentity
 
         if self.spec is None:
@@ -311,7 +312,7 @@ class NetworkFault(Fault):
         try:
             path = network_namespace_path(self.spec)
             self.identity = NetnsIdentity.of_path(path or "/proc/thread-self/ns/net")
-            with netlink.open_namespace(path, self.spec.where()) as ns:
+            with tc_namespace.open_namespace(path, self.spec.where()) as ns:
                 self._undo_in(ns, undo)
         except TargetNotFoundError:
             return  # namespace or process gone: as older versions judged it
@@ -371,7 +372,7 @@ class NetworkFault(Fault):
 
     def observe(self, undo: UndoLog) -> dict[str, Any]:
         from hostchaos.faults import network_namespace
-        from hostchaos.system import netlink
+        from hostchaos.system import tc_namespace
 
         classes = undo.steps("class")
         if not classes:
@@ -380,7 +381,7 @@ class NetworkFault(Fault):
         note = network_namespace.netns_note(undo.record.undo)
         try:
             with (network_namespace.enter_noted(note) if note else
-                  netlink.open_namespace(network_namespace_path(self.spec),
+                  tc_namespace.open_namespace(network_namespace_path(self.spec),
                                          self.spec.where())) as ns:
                 if ns is None:
                     return {"present": False, "problem": "its network namespace is gone"}
@@ -401,11 +402,11 @@ class NetworkFault(Fault):
 
 def network_namespace_path(spec: NetworkSpec) -> str | None:
     """The namespace path of a spec as older versions opened it (None: our own)."""
-    from hostchaos.system import netlink
+    from hostchaos.system import tc_namespace
     from hostchaos.system.procs import start_ticks
 
     if spec.netns:
-        return netlink.netns_path(spec.netns)
+        return tc_namespace.netns_path(spec.netns)
     if spec.pid is not None:
         ticks = start_ticks(spec.pid)
         if ticks is None or (spec.pid_start_ticks is not None and ticks != spec.pid_start_ticks):

@@ -16,8 +16,8 @@ from hostchaos.faults.latency import LatencySpec
 from hostchaos.journal import ACTIVE, FaultRecord, Journal
 from hostchaos.sandbox import NetnsPair
 from hostchaos.system import capabilities
-from hostchaos.system.netlink import open_tree
 from hostchaos.system.procs import ProcessRef, boot_id, start_ticks
+from hostchaos.system.tc_namespace import open_tree
 from tests.support.cli import hostchaos, one_line_error, open_records
 
 
