@@ -332,6 +332,14 @@ class Engine:
             self.journal.save(record)
             return record
 
+    def add_notes(self, fault_id: str, notes: list[dict[str, Any]]) -> None:
+        """Append what an open fault did in the background (a kill loop's kills) to its record."""
+        with self._locked(f"notes {fault_id}"):
+            record = self.journal.load(fault_id)
+            if record.is_open:
+                record.undo.extend(notes)
+                self.journal.save(record)
+
     # -- reading --------------------------------------------------------------------
     def listing(self, *, include_ended: bool = False
              ) -> tuple[list[FaultRecord], list[UnreadableRecord]]:

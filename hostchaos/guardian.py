@@ -169,7 +169,7 @@ def watch(fault_id: str, kind: str, spawner: ProcessRef) -> int:
         reason = why_end(record, now, judge_guardian=False)
         if reason is None:
             if record.state == ACTIVE and worker is not None and now >= next_work:
-                worker, next_work = _work(worker, record, now)
+                worker, next_work = _work(engine, worker, record, now)
             next_due = min(record.expires_at, record.lease_expires_at or record.expires_at,
                            next_work if worker is not None else record.expires_at)
             time.sleep(min(POLL_SECONDS, max(next_due - time.time(), 0.01)))
@@ -197,15 +197,25 @@ def _worker(engine: Engine, record: FaultRecord) -> Fault | None:
     return fault if type(fault).work is not Fault.work else None
 
 
-def _work(worker: Fault, record: FaultRecord, now: float) -> tuple[Fault | None, float]:
-    """One step of the fault's work: (the worker, or None when done; when to step again)."""
+def _work(engine: Engine, worker: Fault, record: FaultRecord,
+          now: float) -> tuple[Fault | None, float]:
+    """One step of the fault's work: (the worker, or None when done; when to step again).
+
+    What the step noted is added to the record under the lock.
+    """
     from hostchaos.journal import UndoLog
 
+    before = len(record.undo)
     try:
         delay = worker.work(UndoLog(record, None))
     except Exception as exc:  # the work is extra: the deadline is what must never stop
         _log(f"work of {record.id} stopped: {type(exc).__name__}: {exc}")
         return None, 0.0
+    if len(record.undo) > before:
+        try:
+            engine.add_notes(record.id, record.undo[before:])
+        except Exception as exc:  # e.g. a full state disk: the work itself was done
+            _log(f"could not record the work of {record.id}: {exc}")
     return (None, 0.0) if delay is None else (worker, now + delay)
 
 

@@ -31,6 +31,8 @@ KINDS: tuple[str, ...] = (
     "pids",
     "nofile",
     "disk-fill",
+    "kill",
+    "stop",
 )
 
 _PACKAGE = __name__ + "."
