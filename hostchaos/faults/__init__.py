@@ -33,6 +33,7 @@ KINDS: tuple[str, ...] = (
     "disk-fill",
     "kill",
     "stop",
+    "freeze",
 )
 
 _PACKAGE = __name__ + "."

@@ -104,13 +104,13 @@ def exists(pid: int) -> bool:
 
 
 def is_kernel_thread(pid: int) -> bool:
-    """A kernel thread: PF_KTHREAD set, or (older kernels) no cmdline and kthreadd as parent."""
+    """A kernel thread: PF_KTHREAD in its flags.
+
+    Only the flag says so: in a pid namespace (a container, a sandbox) PID 2
+    and the children of PID 2 are ordinary processes.
+    """
     fields = _stat_fields(pid)
-    if fields is None:
-        return False
-    if pid == 2 or int(fields[6]) & PF_KTHREAD:  # fields[6] is field 9, flags
-        return True
-    return int(fields[1]) == 2 and not cmdline(pid)  # fields[1] is field 4, ppid
+    return fields is not None and bool(int(fields[6]) & PF_KTHREAD)  # field 9, flags
 
 
 def parent_pid(pid: int) -> int | None:

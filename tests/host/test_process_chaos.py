@@ -117,3 +117,95 @@ def test_kill_interval_kills_a_respawning_victim_every_second(tmp_path: Path) ->
         respawner.wait()
         for pid in procs.find_by_name(name):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def busy_container() -> Iterator[tuple[str, int]]:
+    from hostchaos.system import capabilities
+    from tests.support import podman
+    from tests.support.capability import need
+
+    need(capabilities.container_runtime("podman"))
+    before = podman.podman_cgroup_dirs()
+    tag = f"localhost/hostchaos-freeze-test:{os.getpid()}"
+    name = f"hc-test-freeze-{os.getpid()}"
+    workdir = Path(f"/tmp/hc-test-image-freeze-{os.getpid()}")
+    try:
+        podman.build_image(workdir, tag)
+        yield name, podman.run(tag, name, "/bin/sh", "-c", "while :; do :; done")
+    finally:
+        podman.remove(name)
+        podman.podman("rmi", "-f", tag)
+        podman.remove_podman_cgroups(before)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cpu_over(pid: int, seconds: float) -> int:
+    start = procs.cpu_ticks(pid) or 0
+    time.sleep(seconds)
+    return (procs.cpu_ticks(pid) or 0) - start
+
+
+def test_freeze_stops_a_containers_processes_and_thaw_lets_them_run(
+        busy_container: tuple[str, int], tmp_path: Path) -> None:
+    name, pid = busy_container
+    state_dir = tmp_path / "state"
+    assert cpu_over(pid, 0.5) > 10  # the busy loop runs
+    result = hostchaos("inject", "freeze", "--container", name, "--json", state_dir=state_dir)
+    assert result.returncode == 0, result.stderr
+    fault_id = json.loads(result.stdout)["id"]
+    assert state(pid) == "D"  # frozen tasks sleep uninterruptibly in the freezer
+    assert cpu_over(pid, 1.0) == 0
+    again = hostchaos("inject", "freeze", "--container", name, state_dir=state_dir)
+    assert again.returncode == 5, again.stderr
+    assert hostchaos("rollback", fault_id, state_dir=state_dir).returncode == 0
+    assert cpu_over(pid, 0.5) > 10
+    assert state(pid) in ("R", "S")
+
+
+PID_REUSE_DRIVER = r"""
+import json, os, signal, subprocess, sys, time
+
+def hostchaos(*args):
+    return subprocess.run([sys.executable, "-m", "hostchaos", *args], capture_output=True,
+                          text=True, check=False)
+
+def state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+victim = subprocess.Popen(["sleep", "600"])
+result = hostchaos("inject", "stop", "--pid", str(victim.pid), "--for", "5m", "--json")
+fault_id = json.loads(result.stdout)["id"]
+stopped = state(victim.pid)
+victim.kill(); victim.wait()
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:  # this pid namespace's own counter
+    f.write(str(victim.pid - 1))
+newcomer = subprocess.Popen(["sleep", "600"])
+os.kill(newcomer.pid, signal.SIGSTOP)  # stopped by someone else: not ours to continue
+time.sleep(0.1)
+rollback = hostchaos("rollback", fault_id)
+time.sleep(0.3)
+print(json.dumps({"victim": victim.pid, "newcomer": newcomer.pid, "stopped": stopped,
+                  "rollback": rollback.returncode, "newcomer_after": state(newcomer.pid)}))
+newcomer.kill()
+"""
+
+
+def test_a_reused_pid_is_never_continued(tmp_path: Path) -> None:
+    """Real pid reuse, in a pid namespace of the test's own (its ns_last_pid is set so
+    the next process gets the dead victim's pid); hostchaos runs inside it."""
+    result = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", PID_REUSE_DRIVER],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "HOSTCHAOS_STATE_DIR": str(tmp_path / "state"),
+             "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["stopped"] == "T"
+    assert seen["newcomer"] == seen["victim"]  # the pid really was reused
+    assert seen["rollback"] == 0
+    assert seen["newcomer_after"] == "T"  # the newcomer did not get the victim's SIGCONT
