@@ -88,6 +88,8 @@ def index() -> str:
         cls = faults.fault_class(kind)
         lines.append(f"| [{kind}]({kind}.md) | {sections(cls)[0]} | "
                      f"{', '.join(cls.needs)} |")
+    lines += ["", "What the tests measured for each kind: [measured-effects.md]"
+              "(../measured-effects.md)."]
     return "\n".join(lines) + "\n"
 
 
