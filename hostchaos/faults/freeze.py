@@ -35,7 +35,11 @@ class FreezeFault(Fault):
     reported as failed (exit 6): a half-frozen cgroup is never left behind. A
     cgroup holding PID 1 or hostchaos itself is refused (exit 5).
 
-    Rollback: thaws the cgroup, if it is still the one frozen (same inode); a
+    A ``--unit`` where systemd runs is frozen through systemd (``systemctl
+    freeze``), so systemd knows its unit is frozen and shows it.
+
+    Rollback: thaws the cgroup (``systemctl thaw`` for a unit frozen through
+    systemd), if it is still the one frozen (same inode); a
     cgroup that is gone (the container exited) is not an error. Does not
     survive a reboot.
 
@@ -113,12 +117,22 @@ class FreezeFault(Fault):
         return None
 
     def apply(self, undo: UndoLog) -> None:
-        from hostchaos.system import freezer
+        from hostchaos.system import freezer, units
 
         ref, fs = self._ref, self._fs()
         assert ref is not None
-        undo.note("freeze", cgroup=ref.to_note(), inode=fs.inode(ref))
-        freezer.freeze(fs, ref)
+        by_systemd = self.spec.unit is not None and units.systemd_running()
+        undo.note("freeze", cgroup=ref.to_note(), inode=fs.inode(ref),
+                  unit=self.spec.unit if by_systemd else None)
+        if not by_systemd:
+            freezer.freeze(fs, ref)
+            return
+        units.set_frozen(self.spec.unit or "", True)  # systemd knows its unit is frozen
+        try:
+            freezer.wait_frozen(fs, ref)
+        except Exception:
+            units.set_frozen(self.spec.unit or "", False)
+            raise
 
     def _noted(self, undo: UndoLog) -> tuple[Cgroups, CgroupRef] | None:
         from hostchaos.system.cgroups import CgroupRef
@@ -134,13 +148,17 @@ class FreezeFault(Fault):
         return None
 
     def rollback(self, undo: UndoLog) -> None:
-        from hostchaos.system import freezer
+        from hostchaos.system import freezer, units
 
         found = self._noted(undo)
         if found is None:
             return  # never frozen, or the cgroup is gone and its freeze with it
+        unit = next((n.get("unit") for n in undo.steps("freeze") if n.get("unit")), None)
         try:
-            freezer.thaw(*found)
+            if unit and units.systemd_running():
+                units.set_frozen(str(unit), False)
+            else:
+                freezer.thaw(*found)
         except TargetNotFoundError:
             return
 

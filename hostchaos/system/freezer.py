@@ -40,11 +40,19 @@ def freeze(fs: Cgroups, ref: CgroupRef, timeout: float = FREEZE_TIMEOUT) -> floa
 
     ApplyError (after thawing it again) when it does not complete in time.
     """
-    started = time.monotonic()
     _write(fs, ref, frozen=True)
+    try:
+        return wait_frozen(fs, ref, timeout)
+    except ApplyError:
+        thaw(fs, ref)
+        raise
+
+
+def wait_frozen(fs: Cgroups, ref: CgroupRef, timeout: float = FREEZE_TIMEOUT) -> float:
+    """Wait until every task of ``ref`` has stopped; ApplyError after ``timeout``."""
+    started = time.monotonic()
     while not is_frozen(fs, ref):
         if time.monotonic() - started > timeout:
-            thaw(fs, ref)
             raise ApplyError(f"cgroup {ref.label()} did not finish freezing within "
                              f"{timeout:g} s (a task may be stuck in the kernel); it was thawed "
                              "again")
