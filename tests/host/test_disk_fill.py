@@ -246,3 +246,37 @@ def test_a_fill_from_a_past_boot_is_removed_by_sweep(ext4: Path, tmp_path: Path)
     assert open_records(state) == []
     guardian = data["guardian"]["pid"]
     wait_for(lambda: not Path(f"/proc/{guardian}").exists(), 10)
+
+
+def test_a_containers_volume_is_filled_through_the_containers_root(ext4: Path,
+                                                                    tmp_path: Path) -> None:
+    """--container X --path /data: the path as the container sees it, here a volume that is
+    the test's own loop filesystem (never the overlay on the host's disk)."""
+    from hostchaos.system import capabilities
+    from tests.support import podman
+    from tests.support.capability import need
+
+    need(capabilities.container_runtime("podman"))
+    before_cgroups = podman.podman_cgroup_dirs()
+    tag = f"localhost/hostchaos-fill-test:{os.getpid()}"
+    name = f"hc-test-fill-{os.getpid()}"
+    workdir = tmp_path / "image"
+    state = tmp_path / "state"
+    before = space(ext4)
+    try:
+        podman.build_image(workdir, tag)
+        result = podman.podman("run", "-d", "--name", name, *podman.RUN_OPTIONS,
+                               "-v", f"{ext4}:/data", tag, "sleep", "600")
+        assert result.returncode == 0, result.stderr
+        injected = hostchaos("inject", "disk-fill", "--container", name, "--path", "/data",
+                             "--size", "48M", "--json", state_dir=state)
+        assert injected.returncode == 0, injected.stderr
+        fault_id = json.loads(injected.stdout)["id"]
+        assert len(fill.find_fill_files(ext4)) == 1
+        assert abs(used(space(ext4)) - used(before) - 48 * MiB) <= 0.005 * total(before)
+        assert hostchaos("rollback", fault_id, state_dir=state).returncode == 0
+        assert fill.find_fill_files(ext4) == [] and available(space(ext4)) == available(before)
+    finally:
+        podman.remove(name)
+        podman.podman("rmi", "-f", tag)
+        podman.remove_podman_cgroups(before_cgroups)

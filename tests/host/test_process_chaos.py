@@ -74,12 +74,12 @@ def test_a_pid_now_held_by_another_process_is_not_continued(victims: list[int],
 
 def test_bad_process_targets_exit_with_one_line(tmp_path: Path, victims: list[int]) -> None:
     state_dir = tmp_path / "state"
-    for args, code in ((["stop", "--pid", "1"], 5),
-                       (["kill", "--cmdline", "("], 2),
-                       (["stop", "--name", "no-such-process-hc"], 4),
-                       (["kill", "--pid", str(victims[0]), "--signal", "NOPE"], 2),
-                       (["stop", "--pid", str(os.getpid())], 5)):
-        result = hostchaos("inject", *args, state_dir=state_dir)
+    for args, code in ((["inject", "stop", "--pid", "1"], 5),
+                       (["inject", "kill", "--cmdline", "("], 2),
+                       (["inject", "stop", "--name", "no-such-process-hc"], 4),
+                       (["inject", "kill", "--pid", str(victims[0]), "--signal", "NOPE"], 2),
+                       (["inject", "stop", "--pid", str(os.getpid())], 5)):
+        result = hostchaos(*args, state_dir=state_dir)
         assert result.returncode == code, (args, result.stderr)
         one_line_error(result)
     assert open_records(state_dir) == []
