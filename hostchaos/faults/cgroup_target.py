@@ -203,3 +203,23 @@ def move_stray_threads(fs: Cgroups, own: CgroupRef, pid: int) -> None:
                 fs.move_thread(tid, own)
             except TargetNotFoundError:
                 continue
+
+
+def cgroup_named(fs: Cgroups, hierarchy: Hierarchy, *, container: str | None = None,
+                 unit: str | None = None, cgroup: str | None = None) -> CgroupRef:
+    """The cgroup a --container, --unit or --cgroup names in ``hierarchy`` (it must exist)."""
+    if container is not None:
+        from hostchaos.system import containers
+
+        pid, _ = containers.container_pid(container)
+        ref = fs.cgroup_of(pid, hierarchy)
+    elif unit is not None:
+        from hostchaos.system import units
+
+        ref = fs.ref(hierarchy, units.unit_cgroup(unit))
+    else:
+        assert cgroup is not None
+        ref = fs.ref(hierarchy, cgroup)
+    if not fs.exists(ref):
+        raise TargetNotFoundError(f"{container or unit or cgroup}: cgroup {ref.dir} not found")
+    return ref

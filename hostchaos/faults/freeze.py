@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from hostchaos.errors import ConflictError, PreconditionError, TargetNotFoundError
 from hostchaos.faults.base import Fault, Peer, require
-from hostchaos.faults.cgroup_target import CgroupTargetSpec, need_root
+from hostchaos.faults.cgroup_target import CgroupTargetSpec, cgroup_named, need_root
 from hostchaos.journal import UndoLog
 
 if TYPE_CHECKING:
@@ -71,20 +71,7 @@ class FreezeFault(Fault):
             raise PreconditionError("the cgroup v1 freezer hierarchy is not mounted "
                                     "(mount -t cgroup -o freezer cgroup /sys/fs/cgroup/freezer)")
         s = self.spec
-        if s.container is not None:
-            from hostchaos.system import containers
-
-            pid, _ = containers.container_pid(s.container)
-            ref = fs.cgroup_of(pid, hierarchy)
-        elif s.unit is not None:
-            from hostchaos.system import units
-
-            ref = fs.ref(hierarchy, units.unit_cgroup(s.unit))
-        else:
-            assert s.cgroup is not None
-            ref = fs.ref(hierarchy, s.cgroup)
-        if not fs.exists(ref):
-            raise TargetNotFoundError(f"{s.target_label()}: cgroup {ref.dir} not found")
+        ref = cgroup_named(fs, hierarchy, container=s.container, unit=s.unit, cgroup=s.cgroup)
         self._ref = ref
 
     def preflight(self) -> None:

@@ -148,20 +148,10 @@ def _cgroup_members(spec: ProcessTargetSpec) -> list[int]:
          if (h := fs.hierarchy_for(c)) is not None), None)
     if hierarchy is None:
         raise TargetNotFoundError("no cgroup hierarchy is mounted to find the processes in")
-    if spec.container is not None:
-        from hostchaos.system import containers
+    from hostchaos.faults.cgroup_target import cgroup_named
 
-        pid, _ = containers.container_pid(spec.container)
-        ref = fs.cgroup_of(pid, hierarchy)
-    elif spec.unit is not None:
-        from hostchaos.system import units
-
-        ref = fs.ref(hierarchy, units.unit_cgroup(spec.unit))
-    else:
-        assert spec.cgroup is not None
-        ref = fs.ref(hierarchy, spec.cgroup)
-        if not fs.exists(ref):
-            raise TargetNotFoundError(f"cgroup {spec.cgroup} not found ({ref.dir})")
+    ref = cgroup_named(fs, hierarchy, container=spec.container, unit=spec.unit,
+                       cgroup=spec.cgroup)
     if ref.is_root:
         raise ConflictError(f"{spec.target_label()} is the root cgroup: that is the whole host")
     return fs.subtree_procs(ref)
