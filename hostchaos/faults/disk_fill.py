@@ -119,8 +119,9 @@ class DiskFillFault(Fault):
     Rollback: checks the file is still the one created (device and inode),
     truncates it to 0 (so the space comes back even while another process
     holds it open) and unlinks it. Survives a reboot: the file stays, so
-    `hostchaos sweep` (the boot unit runs it) removes fill files of past
-    boots and dead guardians.
+    `hostchaos sweep` (run it at boot) removes fill files of past boots and
+    of dead guardians. On the filesystem of hostchaos's own state directory
+    the fill leaves the room a record needs, so rollback is still journaled.
 
     Example: ``sudo hostchaos inject disk-fill --path /var/lib/mysql --percent 95 --for 10m``
     """
