@@ -257,17 +257,9 @@ def test_a_containers_volume_is_filled_through_the_containers_root(ext4: Path,
     from tests.support.capability import need
 
     need(capabilities.container_runtime("podman"))
-    before_cgroups = podman.podman_cgroup_dirs()
-    tag = f"localhost/hostchaos-fill-test:{os.getpid()}"
-    name = f"hc-test-fill-{os.getpid()}"
-    workdir = tmp_path / "image"
     state = tmp_path / "state"
     before = space(ext4)
-    try:
-        podman.build_image(workdir, tag)
-        result = podman.podman("run", "-d", "--name", name, *podman.RUN_OPTIONS,
-                               "-v", f"{ext4}:/data", tag, "sleep", "600")
-        assert result.returncode == 0, result.stderr
+    with podman.container("fill", "sleep", "600", volumes=(f"{ext4}:/data",)) as (name, _):
         injected = hostchaos("inject", "disk-fill", "--container", name, "--path", "/data",
                              "--size", "48M", "--json", state_dir=state)
         assert injected.returncode == 0, injected.stderr
@@ -276,7 +268,3 @@ def test_a_containers_volume_is_filled_through_the_containers_root(ext4: Path,
         assert abs(used(space(ext4)) - used(before) - 48 * MiB) <= 0.005 * total(before)
         assert hostchaos("rollback", fault_id, state_dir=state).returncode == 0
         assert fill.find_fill_files(ext4) == [] and available(space(ext4)) == available(before)
-    finally:
-        podman.remove(name)
-        podman.podman("rmi", "-f", tag)
-        podman.remove_podman_cgroups(before_cgroups)

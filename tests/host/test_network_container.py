@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,19 +22,8 @@ def container() -> Iterator[tuple[str, int]]:
     from tests.support import podman
 
     need(capabilities.container_runtime("podman"))
-    before = podman.podman_cgroup_dirs()
-    tag = f"localhost/hostchaos-net-test:{os.getpid()}"
-    name = f"hc-test-net-{os.getpid()}"
-    workdir = Path(f"/tmp/hc-test-image-{os.getpid()}")
-    try:
-        podman.build_image(workdir, tag)
-        pid = podman.run(tag, name, "/bin/sh", "-c", "while :; do sleep 1; done")
-        yield name, pid
-    finally:
-        podman.remove(name)
-        podman.podman("rmi", "-f", tag)
-        podman.remove_podman_cgroups(before)
-        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+    with podman.container("net", "/bin/sh", "-c", "while :; do sleep 1; done") as running:
+        yield running
 
 
 def qdiscs(pid: int) -> str:

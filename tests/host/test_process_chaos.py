@@ -126,18 +126,8 @@ def busy_container() -> Iterator[tuple[str, int]]:
     from tests.support.capability import need
 
     need(capabilities.container_runtime("podman"))
-    before = podman.podman_cgroup_dirs()
-    tag = f"localhost/hostchaos-freeze-test:{os.getpid()}"
-    name = f"hc-test-freeze-{os.getpid()}"
-    workdir = Path(f"/tmp/hc-test-image-freeze-{os.getpid()}")
-    try:
-        podman.build_image(workdir, tag)
-        yield name, podman.run(tag, name, "/bin/sh", "-c", "while :; do :; done")
-    finally:
-        podman.remove(name)
-        podman.podman("rmi", "-f", tag)
-        podman.remove_podman_cgroups(before)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with podman.container("freeze", "/bin/sh", "-c", "while :; do :; done") as running:
+        yield running
 
 
 def cpu_over(pid: int, seconds: float) -> int:

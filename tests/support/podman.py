@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
@@ -83,3 +85,30 @@ def remove_podman_cgroups(existed_before: set[Path], timeout: float = 15.0) -> N
         if not left or time.monotonic() > deadline:
             return
         time.sleep(0.2)
+
+
+@contextmanager
+def container(purpose: str, *command: str, volumes: tuple[str, ...] = ()) -> Iterator[
+        tuple[str, int]]:
+    """A throwaway container running ``command``: (name, init PID on the host).
+
+    Image, container and the cgroups podman made for them are removed afterwards,
+    even when the test fails. ``volumes`` are ``HOST:CONTAINER`` bind mounts.
+    """
+    before = podman_cgroup_dirs()
+    tag = f"localhost/hostchaos-{purpose}-test:{os.getpid()}"
+    name = f"hc-test-{purpose}-{os.getpid()}"
+    workdir = Path(f"/tmp/hc-test-image-{purpose}-{os.getpid()}")
+    try:
+        build_image(workdir, tag)
+        mounts = [arg for volume in volumes for arg in ("-v", volume)]
+        result = podman("run", "-d", "--name", name, *RUN_OPTIONS, *mounts, tag, *command)
+        assert result.returncode == 0, result.stderr
+        inspect = podman("inspect", "--format", "{{.State.Pid}}", name)
+        assert inspect.returncode == 0, inspect.stderr
+        yield name, int(inspect.stdout.strip())
+    finally:
+        remove(name)
+        podman("rmi", "-f", tag)
+        remove_podman_cgroups(before)
+        shutil.rmtree(workdir, ignore_errors=True)
