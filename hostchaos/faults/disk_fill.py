@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import time
 from typing import Any
@@ -191,6 +192,7 @@ class DiskFillFault(Fault):
         if self.state_dir is None or not self._holds_state_dir(dir_fd):
             return
         probe = self.state_dir / f".probe-disk-fill-{os.getpid()}"
+        probe.unlink(missing_ok=True)  # a probe a killed fill left behind
         for _ in range(16):
             try:
                 with open(probe, "wb", opener=_exclusive) as handle:
@@ -198,7 +200,9 @@ class DiskFillFault(Fault):
                     handle.flush()
                     os.fsync(handle.fileno())
                 return
-            except OSError:
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    return  # not a matter of space: the fill cannot help, journaling says
                 os.ftruncate(fd, max(os.fstat(fd).st_size - JOURNAL_HEADROOM, 0))
                 fill.settle(dir_fd)
             finally:
@@ -232,17 +236,20 @@ class DiskFillFault(Fault):
     def apply(self, undo: UndoLog) -> None:
         from hostchaos.system import fill
 
-        dir_fd = self._open()
-        here = os.fstat(dir_fd)
-        undo.note("fill", name=fill.name_for(undo.record.id), path=self.spec.path,
-                  root_pid=self.spec.root_pid, dir_device=here.st_dev, dir_inode=here.st_ino)
-        fd, made = fill.create(dir_fd, undo.record.id)
         try:
-            undo.note("file", name=made.name, device=made.device, inode=made.inode)
-            if self.spec.rate is None:
-                self._fill_to_target(dir_fd, fd)
+            dir_fd = self._open()
+            here = os.fstat(dir_fd)
+            undo.note("fill", name=fill.name_for(undo.record.id), path=self.spec.path,
+                      root_pid=self.spec.root_pid, dir_device=here.st_dev,
+                      dir_inode=here.st_ino)
+            fd, made = fill.create(dir_fd, undo.record.id)
+            try:
+                undo.note("file", name=made.name, device=made.device, inode=made.inode)
+                if self.spec.rate is None:
+                    self._fill_to_target(dir_fd, fd)
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
             self._close()
 
     def _fill_to_target(self, dir_fd: int, fd: int, *, budget: int | None = None) -> bool:

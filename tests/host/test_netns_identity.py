@@ -9,21 +9,15 @@ import subprocess
 from pathlib import Path
 
 from hostchaos.sandbox import NetnsPair, tc_configuration
-from tests.support.cli import hostchaos, open_records, records
+from tests.support.cli import hostchaos, injected, open_records, records, rolled_back
 from tests.support.netns import handle_of, mount_points, process_in
 
 
 def inject(*args: str, state_dir: Path) -> str:
-    result = hostchaos("inject", "rate", *args, "--rate", "2mbit", "--for", "5m", "--json",
-                       state_dir=state_dir)
-    assert result.returncode == 0, result.stderr
-    fault_id: str = json.loads(result.stdout)["id"]
-    return fault_id
+    return injected("rate", *args, "--rate", "2mbit", "--for", "5m", state_dir=state_dir)
 
 
-def rollback(fault_id: str, state_dir: Path) -> None:
-    result = hostchaos("rollback", fault_id, state_dir=state_dir)
-    assert result.returncode == 0, result.stderr
+rollback = rolled_back
 
 
 def test_pid_target_is_rolled_back_after_its_process_exited(pair: NetnsPair,

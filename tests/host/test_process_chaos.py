@@ -19,18 +19,14 @@ from hostchaos.engine import Engine
 from hostchaos.faults.stop import StopSpec
 from hostchaos.system import procs
 from tests.support.cli import hostchaos, one_line_error, open_records
+from tests.support.victims import sleepers
 from tests.support.waiting import wait_for
 
 
 @pytest.fixture
 def victims() -> Iterator[list[int]]:
-    started = [subprocess.Popen(["sleep", "600"]) for _ in range(3)]
-    try:
-        yield [p.pid for p in started]
-    finally:
-        for proc in started:
-            proc.kill()
-            proc.wait()
+    with sleepers(3) as pids:
+        yield pids
 
 
 def state(pid: int) -> str | None:

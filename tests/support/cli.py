@@ -40,3 +40,17 @@ def records(state_dir: Path) -> list[dict[str, Any]]:
 
 def open_records(state_dir: Path) -> list[dict[str, Any]]:
     return [r for r in records(state_dir) if r["state"] not in ("rolled-back", "failed")]
+
+
+def injected(*args: str, state_dir: Path, env: dict[str, str] | None = None) -> str:
+    """Run `hostchaos inject ARGS --json`, which must succeed; the new fault's id."""
+    result = hostchaos("inject", *args, "--json", state_dir=state_dir, env=env)
+    assert result.returncode == 0, result.stderr
+    fault_id: str = json.loads(result.stdout)["id"]
+    return fault_id
+
+
+def rolled_back(fault_id: str, state_dir: Path) -> None:
+    """Run `hostchaos rollback ID`, which must succeed."""
+    result = hostchaos("rollback", fault_id, state_dir=state_dir)
+    assert result.returncode == 0, result.stderr

@@ -220,3 +220,15 @@ def nofile_of(pid: int) -> tuple[int, int]:
 
     soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     return int(soft), int(hard)
+
+
+@contextmanager
+def sleepers(count: int) -> Iterator[list[int]]:
+    """``count`` idle processes (sleep 600) of the test's own: their PIDs; killed afterwards."""
+    started = [subprocess.Popen(["sleep", "600"]) for _ in range(count)]
+    try:
+        yield [p.pid for p in started]
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hostchaos.sandbox import NetnsPair
-from tests.support.cli import hostchaos, open_records, records
+from tests.support.cli import hostchaos, injected, open_records, records, rolled_back
 from tests.support.traffic import REPO, tcp_throughput, udp_probe
 
 SECOND_B = "198.18.43.3"  # a second address on side b, for composition and selection
@@ -28,16 +28,11 @@ def pair(pair: NetnsPair) -> NetnsPair:
 
 def inject(pair: NetnsPair, state_dir: Path, kind: str, *args: str,
            env: dict[str, str] | None = None) -> str:
-    result = hostchaos("inject", kind, "--netns", pair.a, "--iface", pair.iface_a, *args,
-                       "--for", "5m", "--json", state_dir=state_dir, env=env)
-    assert result.returncode == 0, result.stderr
-    fault_id: str = json.loads(result.stdout)["id"]
-    return fault_id
+    return injected(kind, "--netns", pair.a, "--iface", pair.iface_a, *args, "--for", "5m",
+                    state_dir=state_dir, env=env)
 
 
-def rollback(fault_id: str, state_dir: Path) -> None:
-    result = hostchaos("rollback", fault_id, state_dir=state_dir)
-    assert result.returncode == 0, result.stderr
+rollback = rolled_back
 
 
 def links(ns: str) -> str:

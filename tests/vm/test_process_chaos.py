@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from hostchaos.faults.freeze import FreezeSpec
 from hostchaos.faults.kill import KillSpec
 from hostchaos.faults.stop import StopSpec
 from hostchaos.system import procs
+from tests.support.victims import sleepers
 from tests.support.waiting import wait_for
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -68,13 +68,8 @@ def test_freeze_and_thaw_through_cgroup_freeze(busy_cgroup: tuple[str, int],
 
 @pytest.fixture
 def victims() -> Iterator[list[int]]:
-    started = [subprocess.Popen(["sleep", "600"]) for _ in range(3)]
-    try:
-        yield [p.pid for p in started]
-    finally:
-        for proc in started:
-            proc.kill()
-            proc.wait()
+    with sleepers(3) as pids:
+        yield pids
 
 
 def test_stop_and_continue(victims: list[int], state_dir: Path) -> None:
@@ -96,4 +91,6 @@ def test_kill_records_what_it_killed(victims: list[int], state_dir: Path) -> Non
     (kill,) = [n for n in engine.journal.load(record.id).undo if n["step"] == "kill"]
     assert kill["pid"] == victims[0] and kill["signal"] == signal.SIGTERM
     engine.rollback(record.id)
-    assert json.dumps(engine.journal.load(record.id).undo)  # the record keeps the kill
+    ended = engine.journal.load(record.id)  # a kill is not undone: the record keeps it
+    assert ended.state == "rolled-back" and [n for n in ended.undo if n["step"] == "kill"]
+    assert procs.state_letter(victims[0]) in (None, "Z")
