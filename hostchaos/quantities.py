@@ -24,6 +24,7 @@ from hostchaos.errors import SpecError
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_ZERO = re.compile(r"0+(?:\.0+)?(?:ms|s|m|h|d)?")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps|tbps)?",
@@ -53,6 +54,23 @@ def parse_duration(text: str, *, what: str = "duration") -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise SpecError(f"{what} {text!r} must be greater than zero")
     return seconds
+
+
+def parse_signed_duration(text: str, *, what: str = "offset") -> float:
+    """Seconds for ``+5m``, ``-90s``, ``1h30m`` or ``-2.5``: a duration with an optional sign.
+
+    Zero (``0``, ``+0s``) is allowed: an offset of nothing.
+    """
+    raw = str(text).strip()
+    sign = -1.0 if raw.startswith("-") else 1.0
+    body = raw[1:] if raw[:1] in ("+", "-") else raw
+    if _ZERO.fullmatch(body):
+        return 0.0
+    try:
+        return sign * parse_duration(body, what=what)
+    except SpecError:
+        raise SpecError(f"{what} {text!r} is not a duration with an optional sign "
+                        "(use e.g. +5m, -90s, 1h30m or seconds)") from None
 
 
 def format_duration(seconds: float) -> str:

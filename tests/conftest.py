@@ -29,7 +29,9 @@ def unmount_below(path: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never read the machine's /etc/hostchaos/config.toml or state directory."""
+    """Never read the machine's /etc/hostchaos/config.toml, state or runtime directory."""
     monkeypatch.setenv("HOSTCHAOS_CONFIG", str(tmp_path / "no-config.toml"))
     if "HOSTCHAOS_STATE_DIR" not in os.environ:
         monkeypatch.setenv("HOSTCHAOS_STATE_DIR", str(tmp_path / "default-state"))
+    if "HOSTCHAOS_RUN_DIR" not in os.environ:  # clock control files, never /run/hostchaos
+        monkeypatch.setenv("HOSTCHAOS_RUN_DIR", str(tmp_path / "run"))

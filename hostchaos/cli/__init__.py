@@ -81,9 +81,10 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from hostchaos.cli import demo, doctor, inject, manage
+    from hostchaos.cli import demo, doctor, exec_command, inject, manage
 
     cli.add_command(inject.inject)
+    cli.add_command(exec_command.exec_command)
     for command in manage.COMMANDS:
         cli.add_command(command)
     cli.add_command(doctor.doctor)

@@ -34,6 +34,7 @@ KINDS: tuple[str, ...] = (
     "kill",
     "stop",
     "freeze",
+    "clock",
 )
 
 _PACKAGE = __name__ + "."

@@ -192,6 +192,12 @@ def cgroup_controller(name: str) -> Capability:
 
 
 def libfaketime() -> Capability:
+    import platform
+
+    if platform.machine() != "x86_64":
+        return Capability("libfaketime", False, f"this host is {platform.machine()}; the "
+                          "libfaketime the package ships is x86-64 only",
+                          "clock faults need an x86-64 host")
     path = libfaketime_path()
     if path:
         return Capability("libfaketime", True, str(path))
