@@ -64,10 +64,12 @@ def timing_params() -> list[click.Parameter]:
 
 def run_kind(kind: str, fault_class: type[Any], given: dict[str, Any]) -> None:
     """A generated `inject <kind>` command: options -> spec -> engine -> output."""
-    from hostchaos.faults.options import spec_from_options
+    from hostchaos.faults.from_options import spec_from_options
+    from hostchaos.faults.options import options_from_click
 
     timing = {k: given.pop(k) for k in ("duration", "lease", "wait", "dry_run", "as_json")}
-    run_inject(lambda: spec_from_options(fault_class.spec_type, given), **timing)
+    options = options_from_click(fault_class.spec_type, given)
+    run_inject(lambda: spec_from_options(kind, options), **timing)
 
 
 def timing_options(func: F) -> F:

@@ -82,23 +82,69 @@ class SpecOption:
         inner = args[0] if args else hint
         return inner if inner in (int, float, str, bool) else str
 
+    @property
+    def name(self) -> str:
+        """The option's name in an options mapping (API, scenarios): its flag without ``--``."""
+        return self.option.flag.removeprefix("--")
+
+    @property
+    def required(self) -> bool:
+        return self.option.required or not self.has_default
+
     def convert(self, raw: Any) -> Any:
-        """A value as click hands it over -> the value stored in the spec."""
+        """One given value -> the value stored in the spec (the one parsing path).
+
+        ``raw`` is what click hands over (already an int, float or choice) or
+        what a JSON/YAML mapping holds: a number or text for a value, a list
+        (or one value) for a repeatable option, a boolean for a flag.
+        """
         if self.option.multiple:
-            return tuple(self._one(v) for v in raw)
+            items = list(raw) if isinstance(raw, list | tuple) else [raw]
+            return tuple(self._one(v) for v in items)
         if self.is_flag:
+            if not isinstance(raw, bool):
+                raise SpecError(f"{self.option.flag} is a flag: give true or false, "
+                                f"not {_shown(raw)}")
+            if not raw:
+                return self.default
             return not self.default if self.option.flag_negates else True
         return self._one(raw)
 
     def _one(self, raw: Any) -> Any:
-        if self.option.parse is None:
+        flag = self.option.flag
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise SpecError(f"{flag} takes one value, not {_shown(raw)}")
+        if self.option.choices:
+            if raw not in self.option.choices:
+                raise SpecError(f"{flag} {_shown(raw)} is not one of: "
+                                f"{', '.join(self.option.choices)}")
             return raw
+        if self.option.parse is not None:
+            try:
+                return self.option.parse(str(raw))
+            except SpecError:
+                raise
+            except (ValueError, ArithmeticError) as exc:
+                raise SpecError(f"{flag} {raw!r}: {exc}") from None
+        kind = self.value_type()
+        if kind is str:
+            return str(raw)
         try:
-            return self.option.parse(str(raw))
-        except SpecError:
-            raise
-        except (ValueError, ArithmeticError) as exc:
-            raise SpecError(f"{self.option.flag} {raw!r}: {exc}") from None
+            if kind is int:
+                if isinstance(raw, float):
+                    if not raw.is_integer():
+                        raise ValueError(raw)
+                    return int(raw)
+                return int(raw)
+            return float(raw)
+        except (ValueError, OverflowError):
+            raise SpecError(f"{flag} {_shown(raw)} is not a valid "
+                            f"{'integer' if kind is int else 'number'}") from None
+
+
+def _shown(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def spec_options(spec_type: type) -> Iterator[SpecOption]:
@@ -110,12 +156,16 @@ def spec_options(spec_type: type) -> Iterator[SpecOption]:
             yield SpecOption(f.name, opt, hints[f.name], f.default)
 
 
-def spec_from_options(spec_type: type, given: dict[str, Any]) -> Any:
-    """A spec from the options an operator gave (dest -> raw value; unset ones left out)."""
-    kwargs = {}
+def options_from_click(spec_type: type, given: dict[str, Any]) -> dict[str, Any]:
+    """Click's values (keyed by ``dest``) -> an options mapping keyed by option name.
+
+    Options the operator left out (None, an empty repeat, an unset flag) are
+    left out of the mapping, so they take the spec's defaults.
+    """
+    out: dict[str, Any] = {}
     for each in spec_options(spec_type):
         raw = given.get(each.dest)
         if raw is None or raw == () or raw is False:
             continue
-        kwargs[each.field] = each.convert(raw)
-    return spec_type(**kwargs)
+        out[each.name] = list(raw) if each.option.multiple else raw
+    return out

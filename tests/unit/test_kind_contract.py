@@ -24,7 +24,8 @@ from hostchaos.cli import cli
 from hostchaos.cli.doctor import kind_table
 from hostchaos.cli.inject import inject
 from hostchaos.faults.base import Fault
-from hostchaos.faults.options import spec_from_options, spec_options
+from hostchaos.faults.from_options import spec_from_options
+from hostchaos.faults.options import options_from_click, spec_options
 from hostchaos.system import capabilities
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "faults"
@@ -44,7 +45,7 @@ def example_spec(kind: str) -> Any:
         given = dict(ctx.params)
     for common in ("duration", "lease", "wait", "dry_run", "as_json"):
         given.pop(common)
-    return spec_from_options(cls.spec_type, given)
+    return spec_from_options(kind, options_from_click(cls.spec_type, given))
 
 
 @pytest.mark.parametrize("kind", faults.KINDS)
