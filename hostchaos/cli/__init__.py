@@ -81,10 +81,11 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from hostchaos.cli import demo, doctor, exec_command, inject, manage
+    from hostchaos.cli import demo, doctor, exec_command, inject, manage, run
 
     cli.add_command(inject.inject)
     cli.add_command(exec_command.exec_command)
+    cli.add_command(run.run)
     for command in manage.COMMANDS:
         cli.add_command(command)
     cli.add_command(doctor.doctor)
