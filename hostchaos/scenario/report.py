@@ -1,7 +1,7 @@
 """What a scenario run showed: detection and recovery per fault and probe, over every run.
 
-- *time to detect*: from a fault's apply to the first failing sample of a
-  probe while that fault was active;
+- *time to detect*: from the moment the runner asked for a fault to the first
+  failing sample of a probe that started while that fault was active;
 - *recovery time*: from the fault's end to the first of ``consecutive``
   passing samples in a row;
 - over ``--repeat`` runs: MTTR (the mean recovery time of every detected
@@ -26,19 +26,20 @@ from hostchaos.scenario.runner import RunResult
 def findings(result: RunResult, consecutive: int) -> list[dict[str, Any]]:
     out = []
     for fault in result.faults:
-        if fault.applied_at is None:
+        if fault.applied_at is None or fault.started_at is None:
             continue
+        begin = fault.started_at
         end = fault.ended_at if fault.ended_at is not None else result.duration
         for sampler in result.samplers:
             samples = sampler.snapshot()
             failed = next((s for s in samples
-                           if fault.applied_at <= s.t <= end and not s.ok), None)
+                           if begin <= s.t <= end and not s.ok), None)
             entry: dict[str, Any] = {"fault": fault.id, "kind": fault.step.kind,
                                      "probe": sampler.probe.name, "detected": failed is not None,
                                      "time_to_detect": None, "recovery_time": None,
                                      "recovered": None}
             if failed is not None:
-                entry["time_to_detect"] = round(failed.t - fault.applied_at, 3)
+                entry["time_to_detect"] = round(failed.t - begin, 3)
                 after = [s for s in samples if s.t >= end]
                 for i in range(len(after) - consecutive + 1):
                     if all(s.ok for s in after[i:i + consecutive]):

@@ -64,6 +64,8 @@ class FaultRun:
     step: FaultStep
     id: str | None = None
     summary: str = ""
+    #: when the runner asked for the fault (the kernel changed between this and applied_at)
+    started_at: float | None = None
     applied_at: float | None = None
     planned_end: float = 0.0
     ended_at: float | None = None
@@ -77,7 +79,8 @@ class FaultRun:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.step.kind, "summary": self.summary,
                 "where": self.step.where, "for": self.step.duration,
-                "applied_at": _round(self.applied_at), "ended_at": _round(self.ended_at),
+                "started_at": _round(self.started_at), "applied_at": _round(self.applied_at),
+                "ended_at": _round(self.ended_at),
                 "end": self.end, "error": self.error}
 
 
@@ -200,6 +203,7 @@ class Runner:
         lease = min(self.scenario.lease, step.duration)
         duration = max(min(step.duration + DEADLINE_SLACK, self._deadline - self._now()),
                        step.duration)
+        fault.started_at = self._now()
         try:
             record = self.injector.inject(step.spec, duration, lease)
         except HostchaosError as exc:

@@ -1,0 +1,101 @@
+"""A scenario against a real HTTP server in a namespace, its client as the probe (netem).
+
+The server (HTTP/1.1, keep-alive) runs in namespace b; the probe samples it from
+namespace a, across the veth that the faults shape. Latency must raise the probe's
+own measured latency by the injected amount; a partition must fail it within one
+sampling period and let it recover after rollback; three runs give MTTR and the
+recovery rate.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hostchaos.sandbox import NetnsPair
+from tests.support.cli import hostchaos, open_records
+from tests.support.traffic import in_netns
+
+SERVER = """
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[1], 8080), Handler).serve_forever()
+"""
+DELAY_MS = 100.0
+EVERY = 0.2
+
+
+@pytest.fixture
+def server(pair: NetnsPair) -> Iterator[str]:
+    process = subprocess.Popen([*in_netns(pair.b), sys.executable, "-c", SERVER, pair.addr_b])
+    try:
+        url = f"http://{pair.addr_b}:8080/"
+        probe = [*in_netns(pair.a), "python3", "-c",
+                 f"import urllib.request; urllib.request.urlopen('{url}', timeout=1)"]
+        for _ in range(100):
+            if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+                break
+        yield url
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_latency_and_partition_seen_by_an_http_client(pair: NetnsPair, server: str,
+                                                      state_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "http.yaml"
+    path.write_text(f"""
+name: slow, then cut off
+settings: {{consecutive: 3, recovery-timeout: 10s, steady-timeout: 20s}}
+probes:
+  - name: api
+    http: {{url: "{server}", status: 200}}
+    netns: {pair.a}
+    every: {EVERY}s
+    timeout: 1s
+steps:
+  - latency: {{netns: {pair.a}, iface: {pair.iface_a}, dst: {pair.addr_b}/32, ms: {DELAY_MS:g},
+              for: 4s}}
+  - wait: 2s
+  - partition: {{netns: {pair.a}, iface: {pair.iface_a}, dst: {pair.addr_b}/32, for: 3s}}
+""")
+    result = hostchaos("run", str(path), "--repeat", "3", "--json", state_dir=state_dir,
+                       timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout[-2000:]
+    report = json.loads(result.stdout)
+    summary = report["summary"]
+    assert summary["runs"] == 3 and summary["recovery_rate"] == 1.0
+    assert summary["mttr_s"] is not None
+    for run in report["runs"]:
+        assert run["outcome"] == "recovered", run["reason"]
+        latency, _ = run["faults"]
+        samples = run["probes"][0]["samples"]
+
+        def mean_ms(start: float, end: float, rows: list[list[object]] = samples) -> float:
+            inside = [float(s[2]) for s in rows  # type: ignore[arg-type]
+                      if start <= float(s[0]) <= end and s[1]]  # type: ignore[arg-type]
+            assert len(inside) >= 5, (start, end, rows)
+            return statistics.median(inside)
+
+        baseline = mean_ms(0.0, latency["applied_at"])
+        slowed = mean_ms(latency["applied_at"] + 0.3, latency["ended_at"] - 0.1)
+        assert abs((slowed - baseline) - DELAY_MS) <= 0.1 * DELAY_MS, (baseline, slowed)
+        cut = next(f for f in run["findings"] if f["kind"] == "partition")
+        assert cut["detected"] and cut["time_to_detect"] <= EVERY + 0.05, cut
+        assert cut["recovered"], cut
+    assert not open_records(state_dir)
