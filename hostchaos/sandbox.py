@@ -29,6 +29,8 @@ class PingResult:
     rtt_avg_ms: float | None
     rtt_max_ms: float | None
     rtt_mdev_ms: float | None
+    #: replies beyond one per request (ping's "+N duplicates")
+    duplicates: int = 0
 
     @property
     def loss_percent(self) -> float:
@@ -102,13 +104,14 @@ class NetnsPair:
         return tc_configuration(ns, iface)
 
     def ping(self, count: int = 10, interval: float = 0.05, *, v6: bool = False,
-             timeout: float = 2.0) -> PingResult:
+             timeout: float = 2.0, size: int | None = None) -> PingResult:
         """Ping ``b`` from ``a``: round trips cross ``iface_a`` out and ``iface_b`` back."""
         if shutil.which("ping") is None:
             raise PreconditionError("ping not found: apt-get install iputils-ping")
         target = self.addr6_b if v6 else self.addr_b
         out = _run(["ip", "netns", "exec", self.a, "ping", "-6" if v6 else "-4", "-q", "-n",
-                    "-c", str(count), "-i", f"{interval:g}", "-W", f"{timeout:g}", target],
+                    "-c", str(count), "-i", f"{interval:g}", "-W", f"{timeout:g}",
+                    *(["-s", str(size)] if size else []), target],
                    check=False)
         return parse_ping(out)
 
@@ -141,7 +144,10 @@ def parse_ping(text: str) -> PingResult:
         raise RuntimeError(f"unexpected ping output: {text!r}")
     rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", text)
     values: list[float | None] = [float(v) for v in rtt.groups()] if rtt else [None] * 4
-    return PingResult(int(counts.group(1)), int(counts.group(2)), *values)
+    dups = re.search(r"\+(\d+) duplicates", text)
+    low, avg, high, mdev = values
+    return PingResult(int(counts.group(1)), int(counts.group(2)), low, avg, high, mdev,
+                      duplicates=int(dups.group(1)) if dups else 0)
 
 
 def _run(argv: list[str], *, check: bool = True) -> str:

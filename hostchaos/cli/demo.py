@@ -1,49 +1,78 @@
-"""`hostchaos demo`: a real, measured fault in a sandbox that is removed afterwards."""
+"""`hostchaos demo`: a tour of every kind this host can run, each on a sandbox of its own."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from hostchaos.cli.common import make_engine
+from hostchaos.cli.common import json_option, make_engine
 
 
 @click.command()
-@click.option("--ms", type=float, default=100.0, show_default=True, help="Latency to inject.")
-@click.option("--percent", type=float, default=30.0, show_default=True, help="Loss to inject.")
-def demo(ms: float, percent: float) -> None:
-    """Show a fault biting, in two throwaway network namespaces.
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="Show only this kind (repeatable). Default: every kind.")
+@json_option
+def demo(kinds: tuple[str, ...], as_json: bool) -> None:
+    """Show every fault kind biting a throwaway sandbox, then taken back out.
 
-    Builds namespaces joined by a veth pair, measures round-trip time and loss
-    with ping, injects latency and then loss through the normal engine (journal,
-    guardian, deadline), measures again, rolls back, measures again, and
-    deletes the sandbox. Needs root and sch_netem. Nothing outside the sandbox
-    changes.
+    For each kind this host can run, builds what the kind needs (two network
+    namespaces joined by a veth pair, a child process, a 32 MiB tmpfs, a child
+    cgroup, a clock-ready child), measures it, injects the fault through the
+    normal engine (journal, deadline, warden), measures again, rolls back,
+    measures once more and checks the sandbox is as it was. Kinds this host
+    cannot run are listed with the reason and the fix. Needs root; nothing
+    outside the sandboxes changes. On a kernel without sch_netem, `make demo`
+    runs this inside a Debian kernel under QEMU.
     """
-    from hostchaos.faults.latency import LatencySpec
-    from hostchaos.faults.loss import LossSpec
-    from hostchaos.sandbox import NetnsPair
+    from hostchaos import faults, tour
+    from hostchaos.cli.output import emit_json, table
+    from hostchaos.errors import HostchaosError, SpecError
 
+    chosen = list(kinds) or [k for k in faults.KINDS if k in tour.STOPS]
+    unknown = [k for k in chosen if k not in tour.STOPS]
+    if unknown:
+        raise SpecError(f"no demo for {', '.join(unknown)} (kinds: {', '.join(tour.STOPS)})")
     engine = make_engine()
-    with NetnsPair(prefix="hc-demo") as pair:
-        click.echo(f"sandbox: {pair.a} [{pair.iface_a} {pair.addr_a}] <-> "
-                   f"{pair.b} [{pair.iface_b} {pair.addr_b}]")
-        before_config = pair.tc_config()
-        base = pair.ping(count=10, interval=0.05)
-        click.echo(f"baseline:        rtt {base.rtt_avg_ms:.2f} ms, loss {base.loss_percent:.0f}%")
+    stops: list[tour.Stop] = []
+    import sys
 
-        record = engine.inject(LatencySpec(iface=pair.iface_a, netns=pair.a, ms=ms), 120.0)
-        hit = pair.ping(count=10, interval=0.05)
-        click.echo(f"latency {ms:g} ms:  rtt {hit.rtt_avg_ms:.2f} ms   ({record.id})")
-        engine.rollback(record.id)
-
-        record = engine.inject(LossSpec(iface=pair.iface_a, netns=pair.a, percent=percent), 120.0)
-        hit = pair.ping(count=300, interval=0.002, timeout=1)
-        click.echo(f"loss {percent:g}%:        loss {hit.loss_percent:.1f}% of {hit.sent} "
-                   f"pings   ({record.id})")
-        engine.rollback(record.id)
-
-        after = pair.ping(count=10, interval=0.05)
-        same = pair.tc_config() == before_config
-        click.echo(f"after rollback:  rtt {after.rtt_avg_ms:.2f} ms, loss "
-                   f"{after.loss_percent:.0f}%, qdiscs as before: {'yes' if same else 'NO'}")
-    click.echo("sandbox removed")
+    progress = not as_json and sys.stdout.isatty()
+    echo = (lambda text: None) if as_json else click.echo
+    with tour.Tour(engine, echo) as running:
+        for kind in chosen:
+            reason = tour.cannot_run(kind)
+            if reason:
+                stops.append(tour.Stop(kind, "", skipped=reason))
+                continue
+            if progress:
+                click.echo(f"{kind}: ...", nl=False)
+            try:
+                stop = tour.STOPS[kind](running)
+            except HostchaosError as exc:
+                stop = tour.Stop(kind, "", skipped=f"failed: {exc}")
+            stops.append(stop)
+            if progress:
+                click.echo("\r" + " " * (len(kind) + 5) + "\r", nl=False)
+    records, _ = engine.listing()
+    left = [r.id for r in records]
+    if as_json:
+        emit_json({"stops": [vars(s) for s in stops], "open_faults": left,
+                   "host_as_before": not left and all(s.restored is not False for s in stops)})
+        return
+    rows: list[list[Any]] = []
+    for s in stops:
+        if s.skipped:
+            continue
+        rows.append([s.kind, s.what, s.before, s.during, s.after,
+                     "yes" if s.restored else "NO"])
+    if rows:
+        click.echo(table(rows, ["KIND", "SANDBOX", "BEFORE", "DURING", "AFTER", "AS BEFORE"]))
+    for s in stops:
+        if s.skipped:
+            click.echo(f"{s.kind}: not shown: {s.skipped}")
+    ok = not left and all(s.restored is not False for s in stops)
+    click.echo("every sandbox removed; no fault left open" if ok else
+               f"WARNING: open faults {left} or a sandbox not as before")
+    if not ok:
+        raise click.exceptions.Exit(1)

@@ -27,6 +27,24 @@ CANARY_TOLERANCE = 0.5
 DROPIN_NAME = "50-hostchaos-clock"
 START_HINT = "start it with `hostchaos exec --clock-ready -- CMD ARGS`, or target its --unit"
 
+LIMITS_HELP = """\b
+What libfaketime can and cannot reach (the library is the libfaketime PyPI
+package's vendored build (3.0.1), GPLv2, x86-64 only):
+\b
+  - only processes started with it preloaded: `hostchaos exec --clock-ready`
+    or a --unit; children of such a process follow the same clock
+  - not static, setuid/setgid or Go programs (refused with exit 3)
+  - --monotonic: the library makes the monotonic clock read as the faked
+    wall clock from the start; Python 3.11+ `time.sleep()` then hangs in that
+    process (it sleeps to an absolute monotonic deadline the library
+    mistranslates): use it for programs that sleep with relative timeouts
+  - each clock-ready process tree keeps /dev/shm/faketime_shm_PID and
+    sem.faketime_sem_PID (this build cannot turn shared memory off);
+    `hostchaos sweep` removes those of registered processes that are gone
+\b
+The fault's own deadline is judged on CLOCK_BOOTTIME: no clock fault, NTP
+step or `date -s` moves it."""
+
 
 def _rate(text: str) -> float:
     value = float(text)
@@ -122,6 +140,7 @@ class ClockFault(Fault):
     spec_type = ClockSpec
     spec: ClockSpec
     needs = ("root", "libfaketime")
+    help_epilog = LIMITS_HELP
 
     def __init__(self, spec: Spec) -> None:
         super().__init__(spec)

@@ -87,6 +87,10 @@ def build(scenario: Scenario, results: list[RunResult]) -> dict[str, Any]:
     }
 
 
+def _outcomes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+
+
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
@@ -108,7 +112,7 @@ def text(report: dict[str, Any]) -> str:
             else:
                 lines.append(f"  {found['probe']}: did not see {found['kind']}")
     summary = report["summary"]
-    lines.append(f"summary: {summary['runs']} run(s) {summary['outcomes']}; "
+    lines.append(f"summary: {summary['runs']} run(s), {_outcomes(summary['outcomes'])}; "
                  f"MTTR {_seconds(summary['mttr_s'])}, recovery rate "
                  f"{summary['recovery_rate']:.2f} ({summary['recovered']}/"
                  f"{summary['detected']} detected fault/probe pairs recovered)")
@@ -146,6 +150,12 @@ def _timeline(run: dict[str, Any]) -> str:
         parts.append(f'<text x="4" y="{y + 14}">{label}</text>')
         if fault["applied_at"] is not None:
             end = fault["ended_at"] if fault["ended_at"] is not None else total
+            begin = fault["started_at"] if fault["started_at"] is not None else \
+                fault["applied_at"]
+            # light while hostchaos was applying it, solid once applied
+            parts.append(f'<rect x="{x(begin):.1f}" y="{y + 2}" '
+                         f'width="{max(x(fault["applied_at"]) - x(begin), 1):.1f}" height="16" '
+                         f'fill="#f3d19e"/>')
             parts.append(f'<rect x="{x(fault["applied_at"]):.1f}" y="{y + 2}" '
                          f'width="{max(x(end) - x(fault["applied_at"]), 2):.1f}" height="16" '
                          f'fill="#e8a33d"><title>{html.escape(fault["summary"])}</title></rect>')
@@ -170,7 +180,7 @@ def html_page(report: dict[str, Any]) -> str:
            f"<style>{_CSS}</style></head><body>",
            f"<h1>{html.escape(report['scenario'])}</h1>",
            f"<p>{html.escape(report['description'])}</p>",
-           f"<p>{summary['runs']} run(s): {html.escape(str(summary['outcomes']))}. MTTR "
+           f"<p>{summary['runs']} run(s): {html.escape(_outcomes(summary['outcomes']))}. MTTR "
            f"<b>{_seconds(summary['mttr_s'])}</b>, recovery rate "
            f"<b>{summary['recovery_rate']:.2f}</b> ({summary['recovered']}/"
            f"{summary['detected']} detected fault/probe pairs recovered).</p>"]

@@ -16,8 +16,8 @@ keep the clock continuous writes an offset computed from ``S``
 vanish while a process follows it: the library would fall back to
 ``~/.faketimerc`` or ``/etc/faketimerc``.
 
-Facts about the vendored library (python-libfaketime 3.0.1, libfaketime
-0.9.10) that shaped this: the ``FAKETIME`` environment variable would win over
+Facts about the library the libfaketime 3.0.1 PyPI package vendors, seen on
+this machine kind, that shaped this: the ``FAKETIME`` environment variable would win over
 the file, so it is never set; a rate stays in force until a later line names
 another (so every line names one); it has no ``FAKETIME_DISABLE_SHM`` and
 keeps ``/dev/shm/faketime_shm_<pid>`` for each process tree (the variable is

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import hostchaos, open_records, records
+from tests.support.png import count_color
 from tests.support.waiting import wait_for
 
 WRITE_4M = """
@@ -41,6 +42,23 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield point
     finally:
         subprocess.run(["umount", "--lazy", str(point)], check=False)
+
+
+FAULT_BAR, FAILED_TICK, PASSED_TICK = (0xE8, 0xA3, 0x3D), (0xC6, 0x28, 0x28), (0x1A, 0x7F, 0x37)
+
+
+def screenshot(page: Path, png: Path) -> None:
+    """Headless Chromium's picture of ``page`` (a local file: no network is touched)."""
+    chromium = shutil.which("chromium")
+    assert chromium is not None, "chromium is installed by scripts/setup"
+    with_profile = png.parent / "chromium-profile"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-quic",
+                    f"--user-data-dir={with_profile}", "--window-size=1000,700",
+                    f"--screenshot={png}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert png.stat().st_size > 1000
 
 
 def writer(tmp_path: Path) -> Path:
@@ -132,6 +150,11 @@ steps:
     assert "<svg" in html.read_text()
     assert abs(free_bytes(tmpfs) - before) < 1 << 20
     assert not open_records(state_dir)
+    # the page as a person sees it: headless Chromium draws the timeline's bars and ticks
+    shot = tmp_path / "report.png"
+    screenshot(html, shot)
+    assert count_color(shot, FAULT_BAR) > 500  # the fault's orange bars
+    assert count_color(shot, FAILED_TICK) > 20 and count_color(shot, PASSED_TICK) > 20
 
 
 def test_an_abort_probe_leaves_no_fault_within_a_second(tmp_path: Path, state_dir: Path,

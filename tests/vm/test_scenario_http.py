@@ -27,13 +27,16 @@ import http.server, sys
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
-        body = b"ok"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        # one write, as real servers answer a small request: headers and body in one
+        # segment (two writes would wait on Nagle for the delayed ACK of the first)
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     def log_message(self, *args):
         pass
+    def handle(self):
+        try:
+            super().handle()
+        except ConnectionError:
+            pass
 http.server.ThreadingHTTPServer((sys.argv[1], 8080), Handler).serve_forever()
 """
 DELAY_MS = 100.0
