@@ -89,32 +89,33 @@ def _http_check(probe: Probe) -> Check:
     if url.query:
         target += "?" + url.query
     keep = probe.settings["keep-alive"]
-    holder: list[http.client.HTTPConnection] = []
+    idle: list[http.client.HTTPConnection] = []  # a client's pool: samples may overlap
+    lock = threading.Lock()
 
     def connection() -> http.client.HTTPConnection:
-        if not holder:
-            cls = http.client.HTTPSConnection if secure else http.client.HTTPConnection
-            holder.append(cls(url.hostname or "", url.port, timeout=probe.timeout))
-        return holder[0]
-
-    def drop() -> None:
-        if holder:
-            holder.pop().close()
+        with lock:
+            if idle:
+                return idle.pop()
+        cls = http.client.HTTPSConnection if secure else http.client.HTTPConnection
+        return cls(url.hostname or "", url.port, timeout=probe.timeout)
 
     def check() -> tuple[bool, float | None, str]:
         started = time.monotonic()
+        conn = connection()
         try:
-            conn = connection()
             conn.request(probe.settings["method"], target,
                          headers={"Connection": "keep-alive" if keep else "close"})
             response = conn.getresponse()
             response.read()
         except (OSError, http.client.HTTPException) as exc:
-            drop()
+            conn.close()
             return False, _elapsed_ms(started), f"{type(exc).__name__}: {exc}"[:160]
         latency = _elapsed_ms(started)
-        if not keep or response.will_close:
-            drop()
+        if keep and not response.will_close:
+            with lock:
+                idle.append(conn)
+        else:
+            conn.close()
         if response.status != probe.settings["status"]:
             return False, latency, f"status {response.status}"
         over = _limit(probe, latency)
@@ -158,7 +159,13 @@ CHECKS: dict[str, Callable[[Probe], Check]] = {
 
 
 class Sampler(threading.Thread):
-    """Samples one probe on its own thread until stopped; ``samples`` grows as it goes."""
+    """Samples one probe on schedule until stopped; ``samples`` grows as results come in.
+
+    A sample starts every ``every`` seconds whether or not the previous one has
+    answered (a hung request must not delay the next), each in a short-lived
+    worker thread (at most ``timeout / every + 2`` at once); a sample is stamped
+    with the time it started.
+    """
 
     def __init__(self, probe: Probe, origin: float) -> None:
         super().__init__(name=f"probe {probe.name}", daemon=True)
@@ -168,47 +175,61 @@ class Sampler(threading.Thread):
         self.problem: str | None = None
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
+        self._netns_fd: int | None = None
+        self._slots = threading.BoundedSemaphore(int(probe.timeout / probe.every) + 2)
 
     def stop(self) -> None:
         self._stop_event.set()
 
     def snapshot(self) -> list[Sample]:
         with self._lock:
-            return list(self.samples)
+            return sorted(self.samples, key=lambda s: s.t)
 
     def run(self) -> None:
         try:
             if self.probe.netns and self.probe.kind in ("http", "tcp"):
-                self._join_netns(self.probe.netns)
+                from hostchaos.system import namespaces
+
+                self._netns_fd = namespaces.open_target(f"/run/netns/{self.probe.netns}",
+                                                        self.probe.netns)
             check = CHECKS[self.probe.kind](self.probe)
         except Exception as exc:  # reported as the probe's failure, never a traceback
             self.problem = str(exc)
             return
+        workers: list[threading.Thread] = []
         tick = time.monotonic()
-        while not self._stop_event.is_set():
-            started = time.monotonic()
-            try:
-                ok, latency, detail = check()
-            except Exception as exc:
-                ok, latency, detail = False, None, f"{type(exc).__name__}: {exc}"[:160]
-            with self._lock:
-                self.samples.append(Sample(started - self.origin, ok, latency, detail))
-            tick += self.probe.every
-            self._stop_event.wait(max(tick - time.monotonic(), 0.0))
-            if time.monotonic() - tick > self.probe.every:  # a slow check: skip, do not burst
-                tick = time.monotonic()
-
-    @staticmethod
-    def _join_netns(name: str) -> None:
-        from hostchaos.system import namespaces
-
-        fd = namespaces.open_target(f"/run/netns/{name}", name)
         try:
-            namespaces.setns(fd)
+            while not self._stop_event.is_set():
+                if self._slots.acquire(timeout=self.probe.timeout + 1):
+                    worker = threading.Thread(target=self._sample, args=(check,), daemon=True)
+                    worker.start()
+                    workers.append(worker)
+                tick += self.probe.every
+                if time.monotonic() - tick > self.probe.every:  # fell behind: do not burst
+                    tick = time.monotonic()
+                self._stop_event.wait(max(tick - time.monotonic(), 0.0))
         finally:
-            import os
+            for worker in workers:
+                worker.join(timeout=self.probe.timeout + 1)
+            if self._netns_fd is not None:
+                import os
 
-            os.close(fd)
+                os.close(self._netns_fd)
+
+    def _sample(self, check: Check) -> None:
+        started = time.monotonic()
+        try:
+            if self._netns_fd is not None:
+                from hostchaos.system import namespaces
+
+                namespaces.setns(self._netns_fd)  # this worker thread only
+            ok, latency, detail = check()
+        except Exception as exc:
+            ok, latency, detail = False, None, f"{type(exc).__name__}: {exc}"[:160]
+        finally:
+            self._slots.release()
+        with self._lock:
+            self.samples.append(Sample(started - self.origin, ok, latency, detail))
 
 
 def check_netns(probe: Probe) -> None:

@@ -1,7 +1,8 @@
 """What a scenario run showed: detection and recovery per fault and probe, over every run.
 
-- *time to detect*: from the moment the runner asked for a fault to the first
-  failing sample of a probe that started while that fault was active;
+- *time to detect*: from the moment the fault was in place (its inject
+  returned) to the start of the first failing sample of a probe; a sample
+  that started while the fault was being applied and failed counts as 0;
 - *recovery time*: from the fault's end to the first of ``consecutive``
   passing samples in a row;
 - over ``--repeat`` runs: MTTR (the mean recovery time of every detected
@@ -39,7 +40,7 @@ def findings(result: RunResult, consecutive: int) -> list[dict[str, Any]]:
                                      "time_to_detect": None, "recovery_time": None,
                                      "recovered": None}
             if failed is not None:
-                entry["time_to_detect"] = round(failed.t - begin, 3)
+                entry["time_to_detect"] = round(max(failed.t - fault.applied_at, 0.0), 3)
                 after = [s for s in samples if s.t >= end]
                 for i in range(len(after) - consecutive + 1):
                     if all(s.ok for s in after[i:i + consecutive]):

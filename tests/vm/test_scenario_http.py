@@ -22,7 +22,7 @@ from hostchaos.sandbox import NetnsPair
 from tests.support.cli import hostchaos, open_records
 from tests.support.traffic import in_netns
 
-SERVER = """
+SERVER = r"""
 import http.server, sys
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
