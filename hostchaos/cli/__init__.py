@@ -81,11 +81,12 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from hostchaos.cli import demo, doctor, exec_command, inject, manage, run
+    from hostchaos.cli import completion, demo, doctor, exec_command, inject, manage, run
 
     cli.add_command(inject.inject)
     cli.add_command(exec_command.exec_command)
     cli.add_command(run.run)
+    cli.add_command(completion.completion)
     for command in manage.COMMANDS:
         cli.add_command(command)
     cli.add_command(doctor.doctor)
