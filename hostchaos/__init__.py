@@ -1,3 +1,14 @@
 """hostchaos: inject real faults into a Linux host, and always take them back out."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def discover(discover_system: bool = True) -> dict[str, Any]:
+    """Chaos Toolkit's entry point (`chaos discover hostchaos`): see hostchaos.chaostoolkit."""
+    from hostchaos.chaostoolkit import discover as chaostoolkit_discover
+
+    return chaostoolkit_discover(discover_system)
