@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean install
 
 setup:
 	scripts/setup
@@ -8,6 +8,9 @@ demo:
 
 test:
 	scripts/test
+
+install: setup
+	scripts/install
 
 lint: setup
 	.venv/bin/ruff check hostchaos tests bench
