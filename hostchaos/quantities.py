@@ -160,8 +160,8 @@ def check_percent(value: float, what: str, *, allow_zero: bool = False,
     """SpecError unless ``value`` is in (0, maximum], or [0, maximum] with ``allow_zero``."""
     low_ok = value >= 0 if allow_zero else value > 0
     if not (math.isfinite(value) and low_ok and value <= maximum):
-        low = "between 0" if allow_zero else "above 0"
-        raise SpecError(f"{what} must be {low} and {maximum:g}, got {value:g}")
+        low = "between 0 and" if allow_zero else "above 0 and at most"
+        raise SpecError(f"{what} must be {low} {maximum:g}, got {value:g}")
 
 
 def parse_byte_rate(text: str, *, what: str = "--rate") -> int:

@@ -75,7 +75,7 @@ class LossFault(NetworkFault):
         else:
             corr = f" ({s.correlation:g}% correlated)" if s.correlation else ""
             how = f"{s.percent:g}% loss{corr}"
-        return f"{how} of {s.selector_label()} on {s.target_label()} ({s.direction})"
+        return f"{how} for {s.selector_label()} on {s.target_label()} ({s.direction})"
 
     def leaf_options(self, mtu: int = 1500) -> dict[str, Any]:
         s = self.spec

@@ -31,7 +31,8 @@ HUGE = "1" + "0" * 400
      "--gap must be between 0 and 4294967295"),
     (lambda: ReorderSpec(iface="eth0", percent=5, ms=10, gap=-1), "--gap must be between 0"),
     (lambda: ReorderSpec(iface="eth0", percent=5, ms=0.0001), "--ms must be between 0.001"),
-    (lambda: LossSpec(iface="eth0", percent=float("nan")), "--percent must be above 0 and 100"),
+    (lambda: LossSpec(iface="eth0", percent=float("nan")),
+     "--percent must be above 0 and at most 100"),
     (lambda: RateSpec(iface="eth0", rate=f"{HUGE}bit"),
      "--rate '1000000000000000000000000000000000000000' is out of range: tbf takes 8kbit to "
      "2^64-1 bytes/s"),

@@ -111,7 +111,7 @@ def test_bad_selectors(kwargs: dict[str, object], fragment: str) -> None:
 def test_kind_validation() -> None:
     with pytest.raises(SpecError, match="reorder needs a delay"):
         ReorderSpec(iface="eth0", percent=25)
-    with pytest.raises(SpecError, match="above 0 and 100"):
+    with pytest.raises(SpecError, match="above 0 and at most 100"):
         CorruptSpec(iface="eth0", percent=101)
     with pytest.raises(SpecError, match="exactly one of --percent and --ge"):
         LossSpec(iface="eth0", percent=5, ge=(1.0, 2.0))
@@ -144,8 +144,8 @@ def test_spec_round_trips_through_json_lists() -> None:
 @pytest.mark.parametrize(("args", "code", "fragment"), [
     (["partition", "--iface", "lo", "--dst", "10.0.0.0/33"], 2, "not an IPv4 or IPv6"),
     (["partition", "--iface", "lo", "--dport", "70000", "--protocol", "tcp"], 2, "1-65535"),
-    (["corrupt", "--iface", "lo", "--percent", "101"], 2, "above 0 and 100"),
-    (["duplicate", "--iface", "lo", "--percent", "101"], 2, "above 0 and 100"),
+    (["corrupt", "--iface", "lo", "--percent", "101"], 2, "above 0 and at most 100"),
+    (["duplicate", "--iface", "lo", "--percent", "101"], 2, "above 0 and at most 100"),
     (["reorder", "--iface", "lo", "--percent", "20"], 2, "reorder needs a delay"),
     (["rate", "--iface", "lo", "--rate", "lots"], 2, "not a rate"),
     (["loss", "--iface", "lo", "--ge", "a,b"], 2, "--ge"),

@@ -20,7 +20,7 @@ import pytest
 
 from hostchaos.sandbox import NetnsPair
 from tests.support.cli import hostchaos, open_records
-from tests.support.traffic import in_netns
+from tests.support.traffic import REPO, in_netns
 
 SERVER = r"""
 import http.server, sys
@@ -77,8 +77,9 @@ steps:
   - wait: 2s
   - partition: {{netns: {pair.a}, iface: {pair.iface_a}, dst: {pair.addr_b}/32, for: 3s}}
 """)
-    result = hostchaos("run", str(path), "--repeat", "3", "--json", state_dir=state_dir,
-                       timeout=300)
+    html = REPO / ".vm-out" / "scenario-http-report.html"  # written through to the host
+    result = hostchaos("run", str(path), "--repeat", "3", "--json", "--html", str(html),
+                       state_dir=state_dir, timeout=300)
     assert result.returncode == 0, result.stderr + result.stdout[-2000:]
     report = json.loads(result.stdout)
     summary = report["summary"]
