@@ -21,7 +21,8 @@ Exit codes: 0 ok, 2 bad input, 3 host lacks a precondition, 4 target not found,
 7 rollback failed (record kept), 8 state directory unusable.
 \b
 Environment: HOSTCHAOS_STATE_DIR (default /var/lib/hostchaos),
-HOSTCHAOS_CONFIG (default /etc/hostchaos/config.toml).
+HOSTCHAOS_CONFIG (default /etc/hostchaos/config.toml),
+HOSTCHAOS_SOCKET (the agent's socket, default /run/hostchaos/hostchaos.sock).
 """
 
 
@@ -81,13 +82,14 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from hostchaos.cli import demo, doctor, inject, manage
+    from hostchaos.cli import agent_command, demo, doctor, inject, manage
 
     cli.add_command(inject.inject)
     for command in manage.COMMANDS:
         cli.add_command(command)
     cli.add_command(doctor.doctor)
     cli.add_command(demo.demo)
+    cli.add_command(agent_command.agent)
 
 
 _register()

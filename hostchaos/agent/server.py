@@ -1,0 +1,322 @@
+"""`hostchaos agent`: the API on a unix socket, served by uvicorn, with sd_notify and a watchdog.
+
+Start-up, in this order: sweep the journal (faults whose deadline, lease or
+guardian is gone are rolled back; the rest keep their original deadlines),
+start deadline enforcement (:meth:`Agent._start_deadline_enforcement`), bind
+the socket, serve, and only then tell systemd READY=1. While serving, uvicorn's
+main loop ticks every 0.1 s on the event loop; each tick that is due sends
+WATCHDOG=1 (so a wedged event loop stops the petting and systemd restarts the
+agent) and keeps the node_exporter textfile current. On SIGTERM (or SIGINT) it
+stops accepting, sends STOPPING=1, rolls every open fault back and exits 0 (7
+when a rollback failed).
+
+The socket: its directory is created 0755 and must belong to the agent's user
+and be writable by nobody else; a stale socket is replaced, a live one (another
+agent) is refused; the socket is created 0600 (umask, no window) and, with a
+configured group, chowned to it and made 0660. Every connection's peer is
+checked (:mod:`hostchaos.agent.peers`) whatever the file mode says. TCP only
+when configured, and only on a loopback address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import ipaddress
+import os
+import signal
+import socket
+import stat
+import threading
+import time
+from collections.abc import Generator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from hostchaos.agent import notify
+from hostchaos.agent.app import CLIENT_KEY, create_app, error_response
+from hostchaos.agent.logs import INFO, NOTICE, WARNING, log
+from hostchaos.agent.metrics import AgentMetrics
+from hostchaos.agent.peers import PeerPolicy
+from hostchaos.agent.service import Client, FaultService
+from hostchaos.config import Config
+from hostchaos.errors import ConflictError, PreconditionError, SpecError
+
+TEXTFILE_EVERY = 15.0
+GRACEFUL_SECONDS = 10
+
+
+def prepare_unix_socket(path: Path, group: str | None) -> socket.socket:
+    """A listening unix socket at ``path``: 0600, or 0660 owned by ``group``."""
+    gid = group_id(group) if group else None
+    directory = path.parent
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(directory, mode=0o755)
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise PreconditionError(f"socket directory {directory} is not a directory (a symlink?); "
+                                "remove it or choose another socket path")
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise PreconditionError(f"socket directory {directory} must belong to uid "
+                                f"{os.geteuid()} and be writable by nobody else (it is uid "
+                                f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):o})")
+    _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise PreconditionError(f"cannot bind {path}: {exc.strerror}") from exc
+    finally:
+        os.umask(old)
+    if gid is not None:
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o660)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _remove_stale(path: Path) -> None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ConflictError(f"{path} exists and is not a socket; remove it or choose another "
+                            "socket path")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)  # nobody listens: a stale socket
+        return
+    finally:
+        probe.close()
+    raise ConflictError(f"another agent already answers on {path}; stop it first")
+
+
+def group_id(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise PreconditionError(f"group {name!r} does not exist (set group in "
+                                "/etc/hostchaos/config.toml to an existing group)") from None
+
+
+def tcp_address(text: str) -> tuple[str, int]:
+    """``127.0.0.1:8470`` or ``[::1]:8470``; SpecError unless the host is loopback."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise SpecError(f"tcp {text!r} must be a loopback address and port, e.g. "
+                        "127.0.0.1:8470 or [::1]:8470") from None
+    if not sep or not address.is_loopback or not 0 < number < 65536:
+        raise SpecError(f"tcp {text!r} must be a loopback address and port (127.0.0.1 or ::1); "
+                        "hostchaos never listens on other addresses")
+    return str(address), number
+
+
+def prepare_tcp_socket(text: str) -> socket.socket:
+    host, port = tcp_address(text)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PreconditionError(f"cannot listen on tcp {text}: {exc.strerror}") from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def protocol_for(policy: PeerPolicy) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, judging each connection's peer before any request is read."""
+
+    class PeerCheckedProtocol(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            peer, allowed = policy.judge(transport)
+            inner = self.app
+            client = peer.client if peer else Client(None, None)
+            if allowed:
+                async def app(scope: Any, receive: Any, send: Any) -> None:
+                    scope[CLIENT_KEY] = client
+                    await inner(scope, receive, send)
+            else:
+                async def app(scope: Any, receive: Any, send: Any) -> None:
+                    if scope["type"] != "http":
+                        return
+                    log(WARNING, "request refused", status=403, client_uid=client.uid,
+                        client_pid=client.pid, path=scope.get("path"))
+                    response = error_response(403, "forbidden", f"uid {client.uid} may not use "
+                                              "the hostchaos API (root or the configured group "
+                                              "only)", exit_code=3)
+                    await response(scope, receive, send)
+            self.app = app
+
+    return PeerCheckedProtocol
+
+
+class AgentServer(uvicorn.Server):
+    """uvicorn's server, with our signals, READY=1 after start-up, and a petted watchdog."""
+
+    def __init__(self, config: uvicorn.Config, agent: Agent) -> None:
+        super().__init__(config)
+        self.agent = agent
+        self.stop_signal: int | None = None
+        self._watchdog_every = notify.watchdog_interval()
+        self._last_pet = 0.0
+        self._last_textfile = 0.0
+        self._textfile_busy = threading.Lock()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """SIGTERM/SIGINT stop serving; unlike uvicorn's, they are not re-raised after."""
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self.should_exit and signum == signal.SIGINT:
+                self.force_exit = True
+            self.stop_signal = self.stop_signal or signum
+            self.should_exit = True
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            self.agent.ready()
+
+    async def on_tick(self, counter: int) -> bool:
+        now = time.monotonic()
+        if self._watchdog_every is not None and now - self._last_pet >= self._watchdog_every:
+            notify.notify("WATCHDOG=1")
+            self._last_pet = now
+        textfile = self.agent.config.metrics_textfile
+        if textfile is not None and now - self._last_textfile >= TEXTFILE_EVERY:
+            self._last_textfile = now
+            if self._textfile_busy.acquire(blocking=False):
+                asyncio.get_running_loop().run_in_executor(None, self._write_textfile, textfile)
+        return await super().on_tick(counter)
+
+    def _write_textfile(self, path: Path) -> None:
+        try:
+            self.agent.metrics.write_textfile(path)
+        except Exception as exc:
+            log(WARNING, "cannot write the metrics textfile", path=path, error=exc)
+        finally:
+            self._textfile_busy.release()
+
+
+class Agent:
+    """The hostchaos agent of one state directory: sweep, serve the API, roll back on stop."""
+
+    def __init__(self, config: Config) -> None:
+        from hostchaos import guardian
+        from hostchaos.engine import Engine
+
+        self.config = config
+        self.engine = Engine(config, spawn_guardian=guardian.spawn)
+        self.metrics = AgentMetrics(self.engine.journal)
+        self.service = FaultService(self.engine, metrics=self.metrics)
+        self.sockets: list[socket.socket] = []
+
+    def _start_deadline_enforcement(self) -> None:
+        """Where the agent starts enforcing deadlines and leases. THE hook for the warden.
+
+        Today every fault has its own guardian process, spawned by the Engine
+        when the fault is injected (through the API exactly as from the CLI),
+        and a sweep at start-up has just rolled back every fault whose
+        guardian is gone; so there is nothing to start here. When
+        ``hostchaos.warden`` lands, this becomes::
+
+            self._warden_stop = threading.Event()
+            self._warden = Warden(self.engine)
+            threading.Thread(target=self._warden.run, args=(self._warden_stop,),
+                             name="warden", daemon=True).start()
+
+        and the service calls ``self._warden.wake()`` after each change.
+        """
+
+    def sweep(self) -> None:
+        self.metrics.journal_collector.start()
+        try:
+            report = self.engine.sweep()
+        except Exception as exc:  # serve anyway: list and rollback must stay possible
+            log(WARNING, "start-up sweep failed", error=exc)
+            return
+        for item in report.rolled_back:
+            log(NOTICE, "sweep rolled back", fault_id=item["id"], reason=item["reason"])
+        for item in report.failed:
+            log(WARNING, "sweep could not roll back", fault_id=item["id"], error=item["error"])
+        log(INFO, "swept the journal", rolled_back=len(report.rolled_back),
+            still_active=len(report.still_active), failed=len(report.failed))
+
+    def bind(self) -> None:
+        self.sockets.append(prepare_unix_socket(self.config.socket_path,
+                                                self.config.socket_group))
+        if self.config.tcp:
+            self.sockets.append(prepare_tcp_socket(self.config.tcp))
+
+    def ready(self) -> None:
+        notify.notify("READY=1\nSTATUS=serving on " + str(self.config.socket_path))
+        log(INFO, "ready", socket=self.config.socket_path, tcp=self.config.tcp,
+            state_dir=self.config.state_dir, pid=os.getpid())
+
+    def run(self) -> int:
+        """Sweep, serve until SIGTERM/SIGINT, roll everything back; the exit code."""
+        self.sweep()
+        self._start_deadline_enforcement()
+        self.bind()
+        policy = PeerPolicy(group_id(self.config.socket_group)
+                            if self.config.socket_group else None)
+        app = create_app(self.service, metrics=self.metrics)
+        settings = uvicorn.Config(
+            app, http=protocol_for(policy), loop="asyncio", lifespan="off", log_config=None,
+            access_log=False, proxy_headers=False, server_header=False,
+            timeout_graceful_shutdown=GRACEFUL_SECONDS, limit_concurrency=64,
+            h11_max_incomplete_event_size=64 * 1024, timeout_keep_alive=5)
+        server = AgentServer(settings, self)
+        try:
+            server.run(sockets=self.sockets)
+        finally:
+            self._unlink_socket()
+        notify.notify("STOPPING=1")
+        name = signal.Signals(server.stop_signal).name if server.stop_signal else "stop"
+        log(NOTICE, "stopping: rolling back every open fault", signal=name)
+        result = self.service.rollback_all(client=Client.this_process(),
+                                           reason=f"the agent stopped ({name})")
+        for message in result["errors"]:
+            log(WARNING, "rollback at stop failed", error=message)
+        log(INFO, "stopped", rolled_back=len(result["rolled_back"]),
+            failed=len(result["errors"]))
+        return 7 if result["errors"] else 0
+
+    def _unlink_socket(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                if sock.family == socket.AF_UNIX:
+                    name = sock.getsockname()
+                    sock.close()
+                    if name:
+                        os.unlink(name)
+                else:
+                    sock.close()
