@@ -30,7 +30,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -172,12 +172,24 @@ def protocol_for(policy: PeerPolicy) -> type[H11Protocol]:
     return PeerCheckedProtocol
 
 
+def server_config(app: Any, policy: PeerPolicy) -> uvicorn.Config:
+    """uvicorn's settings: h11 with the peer check, no lifespan, no access log, small limits."""
+    return uvicorn.Config(
+        app, http=protocol_for(policy), loop="asyncio", lifespan="off", log_config=None,
+        access_log=False, proxy_headers=False, server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS, limit_concurrency=64,
+        h11_max_incomplete_event_size=64 * 1024, timeout_keep_alive=5)
+
+
 class AgentServer(uvicorn.Server):
     """uvicorn's server, with our signals, READY=1 after start-up, and a petted watchdog."""
 
-    def __init__(self, config: uvicorn.Config, agent: Agent) -> None:
+    def __init__(self, config: uvicorn.Config, *, on_ready: Callable[[], None] | None = None,
+                 metrics: AgentMetrics | None = None, textfile: Path | None = None) -> None:
         super().__init__(config)
-        self.agent = agent
+        self.on_ready = on_ready
+        self.metrics = metrics
+        self.textfile = textfile
         self.stop_signal: int | None = None
         self._watchdog_every = notify.watchdog_interval()
         self._last_pet = 0.0
@@ -187,6 +199,10 @@ class AgentServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         """SIGTERM/SIGINT stop serving; unlike uvicorn's, they are not re-raised after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # served from a thread (tests): its owner stops it with should_exit
+            return
+
         def on_signal(signum: int, frame: FrameType | None) -> None:
             if self.should_exit and signum == signal.SIGINT:
                 self.force_exit = True
@@ -202,15 +218,15 @@ class AgentServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
-        if self.started and not self.should_exit:
-            self.agent.ready()
+        if self.started and not self.should_exit and self.on_ready is not None:
+            self.on_ready()
 
     async def on_tick(self, counter: int) -> bool:
         now = time.monotonic()
         if self._watchdog_every is not None and now - self._last_pet >= self._watchdog_every:
             notify.notify("WATCHDOG=1")
             self._last_pet = now
-        textfile = self.agent.config.metrics_textfile
+        textfile = self.textfile
         if textfile is not None and now - self._last_textfile >= TEXTFILE_EVERY:
             self._last_textfile = now
             if self._textfile_busy.acquire(blocking=False):
@@ -219,7 +235,8 @@ class AgentServer(uvicorn.Server):
 
     def _write_textfile(self, path: Path) -> None:
         try:
-            self.agent.metrics.write_textfile(path)
+            if self.metrics is not None:
+                self.metrics.write_textfile(path)
         except Exception as exc:
             log(WARNING, "cannot write the metrics textfile", path=path, error=exc)
         finally:
@@ -289,12 +306,8 @@ class Agent:
         policy = PeerPolicy(group_id(self.config.socket_group)
                             if self.config.socket_group else None)
         app = create_app(self.service, metrics=self.metrics)
-        settings = uvicorn.Config(
-            app, http=protocol_for(policy), loop="asyncio", lifespan="off", log_config=None,
-            access_log=False, proxy_headers=False, server_header=False,
-            timeout_graceful_shutdown=GRACEFUL_SECONDS, limit_concurrency=64,
-            h11_max_incomplete_event_size=64 * 1024, timeout_keep_alive=5)
-        server = AgentServer(settings, self)
+        server = AgentServer(server_config(app, policy), on_ready=self.ready,
+                             metrics=self.metrics, textfile=self.config.metrics_textfile)
         try:
             server.run(sockets=self.sockets)
         finally:
