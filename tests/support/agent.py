@@ -66,7 +66,7 @@ def start_agent(state_dir: Path, socket_path: Path, *args: str,
                 ) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir),
                 "HOSTCHAOS_SOCKET": str(socket_path), **(env or {})}
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    out = open(log, "ab") if log else subprocess.DEVNULL
     process = subprocess.Popen([sys.executable, "-m", "hostchaos", "agent", *args], cwd=REPO,
                                env=full_env, stdout=out, stderr=out)
     if log and not isinstance(out, int):

@@ -217,11 +217,12 @@ def test_an_oversized_body_is_413_declared_or_streamed(api: Served) -> None:
         sock.sendall(b"POST /v1/faults HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                      b"\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"x" * 65536
-        with pytest.raises(OSError):  # noqa: PT012 - the agent may close before we are done
+        try:  # the agent may answer and close before everything is sent
             for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
                 sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
             sock.sendall(b"0\r\n\r\n")
-            raise OSError("all sent")
+        except OSError:
+            pass
         answer = b""
         try:
             while b"\r\n\r\n" not in answer:
