@@ -255,6 +255,7 @@ class Agent:
         self.metrics = AgentMetrics(self.engine.journal)
         self.service = FaultService(self.engine, metrics=self.metrics)
         self.sockets: list[socket.socket] = []
+        self._socket_identity: tuple[int, int] | None = None
 
     def _start_deadline_enforcement(self) -> None:
         """Where the agent starts enforcing deadlines and leases. THE hook for the warden.
@@ -290,6 +291,8 @@ class Agent:
     def bind(self) -> None:
         self.sockets.append(prepare_unix_socket(self.config.socket_path,
                                                 self.config.socket_group))
+        info = os.lstat(self.config.socket_path)
+        self._socket_identity = (info.st_dev, info.st_ino)
         if self.config.tcp:
             self.sockets.append(prepare_tcp_socket(self.config.tcp))
 
@@ -324,12 +327,11 @@ class Agent:
         return 7 if result["errors"] else 0
 
     def _unlink_socket(self) -> None:
+        """Close the listeners; remove the socket file if it is still the one we made."""
         for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                if sock.family == socket.AF_UNIX:
-                    name = sock.getsockname()
-                    sock.close()
-                    if name:
-                        os.unlink(name)
-                else:
-                    sock.close()
+            sock.close()
+        path = self.config.socket_path
+        with contextlib.suppress(OSError):
+            info = os.lstat(path)
+            if (info.st_dev, info.st_ino) == self._socket_identity:
+                os.unlink(path)

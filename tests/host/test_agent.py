@@ -1,0 +1,198 @@
+"""Host tier: a real `hostchaos agent` process, real faults on a sandbox veth, through its API.
+
+Each test starts its own agent on a temporary socket serving the test's state
+directory and stops it (SIGTERM, then kill) on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hostchaos.sandbox import NetnsPair
+from tests.support.agent import call, raw_request, running_agent, start_agent, stop_agent
+from tests.support.cli import hostchaos, open_records, records
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture
+def socket_path() -> Iterator[Path]:
+    """A socket path whose directories a uid-65534 client may traverse (tmp_path may not)."""
+    base = Path(tempfile.mkdtemp(prefix="hc-agent-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base / "run" / "hostchaos.sock"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def rate_body(pair: NetnsPair, duration: str = "5m") -> dict[str, object]:
+    return {"kind": "rate", "for": duration,
+            "options": {"netns": pair.a, "iface": pair.iface_a, "rate": "2mbit"}}
+
+
+def test_inject_get_delete_a_real_rate_fault(pair: NetnsPair, state_dir: Path,
+                                             socket_path: Path, tmp_path: Path) -> None:
+    before = pair.tc_config()
+    with running_agent(state_dir, socket_path, log=tmp_path / "agent.log"):
+        status, view = call(socket_path, "POST", "/v1/faults", rate_body(pair))
+        assert status == 201, view
+        assert "tbf" in pair.tc_config() and "rate 2Mbit" in pair.tc_config()
+        status, one = call(socket_path, "GET", f"/v1/faults/{view['id']}")
+        assert status == 200 and one["state"] == "active"
+        assert one["observed"]["present"] is True and one["drift"] is None
+        assert one["observed"]["class"] is not None
+        status, ended = call(socket_path, "DELETE", f"/v1/faults/{view['id']}")
+        assert status == 200 and ended["state"] == "rolled-back"
+        assert pair.tc_config() == before
+        audit = [json.loads(line) for line in (state_dir / "audit.log").read_text()
+                 .splitlines()]
+        assert [(a["action"], a["result"], a["client_uid"]) for a in audit] == [
+            ("inject", "ok", 0), ("rollback", "ok", 0)]
+        assert all(a["client_pid"] == os.getpid() for a in audit)
+
+
+def test_the_cli_goes_through_the_agent_with_the_same_output(pair: NetnsPair, state_dir: Path,
+                                                              socket_path: Path,
+                                                              tmp_path: Path) -> None:
+    before = pair.tc_config()
+    env = {"HOSTCHAOS_SOCKET": str(socket_path)}
+    args = ("inject", "rate", "--netns", pair.a, "--iface", pair.iface_a, "--rate", "2mbit",
+            "--json")
+    with running_agent(state_dir, socket_path, log=tmp_path / "agent.log"):
+        result = hostchaos(*args, state_dir=state_dir, env=env)
+        assert result.returncode == 0, result.stderr
+        through_agent = json.loads(result.stdout)
+        assert f"injected fault_id={through_agent['id']}" in (tmp_path / "agent.log").read_text()
+        status = hostchaos("status", through_agent["id"], "--json", state_dir=state_dir,
+                           env=env)
+        assert status.returncode == 0 and json.loads(status.stdout)["observed"]["present"]
+        again = hostchaos(*args, state_dir=state_dir, env=env)  # overlapping: refused
+        assert again.returncode == 5 and again.stderr.count("\n") == 1
+        assert hostchaos("rollback", through_agent["id"], state_dir=state_dir,
+                         env=env).returncode == 0
+    assert pair.tc_config() == before
+    in_process = hostchaos(*args, state_dir=state_dir, env=env)  # the agent is gone now
+    assert in_process.returncode == 0, in_process.stderr
+    local = json.loads(in_process.stdout)
+    assert hostchaos("rollback", local["id"], state_dir=state_dir).returncode == 0
+    assert sorted(local) == sorted(through_agent)
+    for key in ("kind", "state", "target", "summary", "spec", "lease_seconds", "remarks"):
+        assert local[key] == through_agent[key], key
+    assert pair.tc_config() == before
+
+
+def _curl_as_nobody(socket_path: Path, path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                           "curl", "-s", "-w", "\n%{http_code}", "--unix-socket",
+                           str(socket_path), f"http://agent{path}"], capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def test_a_non_root_client_is_refused(state_dir: Path, socket_path: Path) -> None:
+    with running_agent(state_dir, socket_path):
+        assert oct(socket_path.stat().st_mode & 0o777) == "0o600"
+        assert oct(socket_path.parent.stat().st_mode & 0o777) == "0o755"
+        denied = _curl_as_nobody(socket_path, "/v1/health")
+        assert denied.returncode == 7  # curl: could not connect (the socket is 0600)
+        socket_path.chmod(0o666)  # an operator's mistake: the peer check still refuses
+        refused = _curl_as_nobody(socket_path, "/v1/faults")
+        body, _, code = refused.stdout.rpartition("\n")
+        assert code == "403", refused
+        assert json.loads(body)["error"]["type"] == "forbidden"
+        assert "uid 65534 may not use" in json.loads(body)["error"]["message"]
+        assert _curl_as_nobody(socket_path, "/metrics").stdout.endswith("403")
+
+
+def test_malformed_and_oversized_bodies(state_dir: Path, socket_path: Path) -> None:
+    with running_agent(state_dir, socket_path):
+        status, _, data = raw_request(socket_path, "POST", "/v1/faults", b"{oops",
+                                      {"Content-Type": "application/json"})
+        assert status == 400 and "\n" not in json.loads(data)["error"]["message"]
+        status, body = call(socket_path, "POST", "/v1/faults",
+                            {"kind": "rate", "options": {"iface": "x", "rate": "2mbit",
+                                                         "exec": "touch /tmp/pwned"}})
+        assert status == 400 and "unknown rate option(s): exec" in body["error"]["message"]
+        status, _, data = raw_request(socket_path, "POST", "/v1/faults",
+                                      b"{" + b" " * (2 << 20) + b"}",
+                                      {"Content-Type": "application/json"})
+        assert status == 413
+        assert open_records(state_dir) == []
+
+
+def test_sigterm_rolls_back_every_open_fault_and_exits_0(pair: NetnsPair, state_dir: Path,
+                                                        socket_path: Path,
+                                                        tmp_path: Path) -> None:
+    before = pair.tc_config()
+    agent = start_agent(state_dir, socket_path, log=tmp_path / "agent.log")
+    try:
+        status, view = call(socket_path, "POST", "/v1/faults", rate_body(pair))
+        assert status == 201, view
+        assert "tbf" in pair.tc_config()
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=60) == 0
+    finally:
+        stop_agent(agent)
+    assert pair.tc_config() == before
+    record = next(r for r in records(state_dir) if r["id"] == view["id"])
+    assert record["state"] == "rolled-back"
+    assert record["end_reason"] == "the agent stopped (SIGTERM)"
+    assert not socket_path.exists()
+    log = (tmp_path / "agent.log").read_text()
+    assert "stopping: rolling back every open fault signal=SIGTERM" in log
+
+
+def test_kill_9_of_the_agent_leaves_the_deadline_enforced(pair: NetnsPair, state_dir: Path,
+                                                         socket_path: Path) -> None:
+    before = pair.tc_config()
+    agent = start_agent(state_dir, socket_path)
+    try:
+        status, view = call(socket_path, "POST", "/v1/faults", rate_body(pair, "3s"))
+        assert status == 201, view
+        agent.kill()
+        agent.wait()
+        assert "tbf" in pair.tc_config()
+        wait_for(lambda: pair.tc_config() == before, timeout=20)
+    finally:
+        stop_agent(agent)
+    record = next(r for r in records(state_dir) if r["id"] == view["id"])
+    assert record["state"] == "rolled-back" and record["end_reason"] == "deadline reached"
+
+
+def test_start_up_sweeps_and_keeps_live_faults_with_their_deadlines(
+        pair: NetnsPair, state_dir: Path, socket_path: Path) -> None:
+    before = pair.tc_config()
+    orphan = json.loads(hostchaos("inject", "rate", "--netns", pair.a, "--iface",
+                                  pair.iface_a, "--rate", "2mbit", "--json",
+                                  state_dir=state_dir).stdout)
+    os.kill(orphan["guardian_pid"], signal.SIGKILL)  # its guardian is gone: sweep's to take
+    wait_for(lambda: not Path(f"/proc/{orphan['guardian_pid']}").exists(), timeout=10)
+    with running_agent(state_dir, socket_path):
+        record = next(r for r in records(state_dir) if r["id"] == orphan["id"])
+        assert record["state"] == "rolled-back" and "guardian is gone" in record["end_reason"]
+        assert pair.tc_config() == before
+        status, live = call(socket_path, "POST", "/v1/faults", rate_body(pair))
+        assert status == 201
+    # SIGTERM rolled it back; the next agent must not find it; a fault left by a killed agent
+    agent = start_agent(state_dir, socket_path)
+    try:
+        status, kept = call(socket_path, "POST", "/v1/faults", rate_body(pair))
+        assert status == 201
+        agent.kill()
+        agent.wait()
+        time.sleep(0.2)
+        with running_agent(state_dir, socket_path):  # its guardian lives: it stays
+            status, again = call(socket_path, "GET", f"/v1/faults/{kept['id']}")
+            assert status == 200 and again["state"] == "active"
+            assert again["expires_at"] == kept["expires_at"]
+    finally:
+        stop_agent(agent)
+    assert pair.tc_config() == before and open_records(state_dir) == []
+    assert live["id"] != kept["id"]
