@@ -53,19 +53,7 @@ GRACEFUL_SECONDS = 10
 
 def prepare_unix_socket(path: Path, group: str | None) -> socket.socket:
     """A listening unix socket at ``path``: 0600, or 0660 owned by ``group``."""
-    gid = group_id(group) if group else None
-    directory = path.parent
-    with contextlib.suppress(FileExistsError):
-        os.makedirs(directory, mode=0o755)
-    info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode):
-        raise PreconditionError(f"socket directory {directory} is not a directory (a symlink?); "
-                                "remove it or choose another socket path")
-    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
-        raise PreconditionError(f"socket directory {directory} must belong to uid "
-                                f"{os.geteuid()} and be writable by nobody else (it is uid "
-                                f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):o})")
-    _remove_stale(path)
+    gid = check_socket_path(path, group)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     old = os.umask(0o177)
     try:
@@ -81,6 +69,27 @@ def prepare_unix_socket(path: Path, group: str | None) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def check_socket_path(path: Path, group: str | None) -> int | None:
+    """Make the socket's directory, check it, remove a stale socket; the group's gid.
+
+    ConflictError if another agent answers there: nothing else happens then.
+    """
+    gid = group_id(group) if group else None
+    directory = path.parent
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(directory, mode=0o755)
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise PreconditionError(f"socket directory {directory} is not a directory (a symlink?); "
+                                "remove it or choose another socket path")
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise PreconditionError(f"socket directory {directory} must belong to uid "
+                                f"{os.geteuid()} and be writable by nobody else (it is uid "
+                                f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):o})")
+    _remove_stale(path)
+    return gid
 
 
 def _remove_stale(path: Path) -> None:
@@ -303,6 +312,9 @@ class Agent:
 
     def run(self) -> int:
         """Sweep, serve until SIGTERM/SIGINT, roll everything back; the exit code."""
+        check_socket_path(self.config.socket_path, self.config.socket_group)  # before any work
+        if self.config.tcp:
+            tcp_address(self.config.tcp)
         self.sweep()
         self._start_deadline_enforcement()
         self.bind()

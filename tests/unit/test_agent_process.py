@@ -1,0 +1,126 @@
+"""A real `hostchaos agent` process talking to a fake systemd: READY=1 only after the sweep,
+WATCHDOG=1 while serving, STOPPING=1 on SIGTERM, exit 0; the metrics textfile; bad settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.agent import REPO, call, start_agent, stop_agent
+from tests.support.cli import hostchaos, one_line_error
+
+
+def receive_all(receiver: socket.socket, until: float) -> list[str]:
+    messages = []
+    while time.monotonic() < until:
+        try:
+            messages.append(receiver.recv(4096).decode())
+        except TimeoutError:
+            continue
+    return messages
+
+
+def test_ready_watchdog_stopping_and_exit_0(tmp_path: Path) -> None:
+    notify_path = tmp_path / "notify"
+    state_dir, sock = tmp_path / "state", tmp_path / "run" / "agent.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(notify_path))
+        receiver.settimeout(0.2)
+        agent = start_agent(state_dir, sock, env={"NOTIFY_SOCKET": str(notify_path),
+                                                  "WATCHDOG_USEC": "400000"},
+                            log=tmp_path / "agent.log")
+        try:
+            first = receiver.recv(4096).decode()  # the agent answered: READY was sent before
+            assert first.startswith("READY=1")
+            pets = receive_all(receiver, time.monotonic() + 1.5)
+            assert 4 <= pets.count("WATCHDOG=1") <= 10, pets  # every 0.2 s
+            agent.send_signal(signal.SIGTERM)
+            assert agent.wait(timeout=30) == 0
+            rest = receive_all(receiver, time.monotonic() + 0.5)
+            assert "STOPPING=1" in rest
+        finally:
+            stop_agent(agent)
+    log = (tmp_path / "agent.log").read_text()
+    assert log.index("swept the journal") < log.index("ready")
+    assert not sock.exists()
+
+
+def test_the_metrics_textfile_is_kept(tmp_path: Path) -> None:
+    textfile = tmp_path / "textfile" / "hostchaos.prom"
+    textfile.parent.mkdir()
+    state_dir, sock = tmp_path / "state", tmp_path / "run" / "agent.sock"
+    agent = start_agent(state_dir, sock, "--metrics-textfile", str(textfile))
+    try:
+        deadline = time.monotonic() + 10
+        while not textfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = textfile.read_text()
+        assert 'hostchaos_fault_records{state="active"} 0.0' in text
+        assert "hostchaos_deadline_lateness_seconds_count 0.0" in text
+        assert [p.name for p in textfile.parent.iterdir()] == ["hostchaos.prom"]
+    finally:
+        assert stop_agent(agent) == 0
+
+
+def test_a_second_agent_on_the_same_socket_is_refused(tmp_path: Path) -> None:
+    state_dir, sock = tmp_path / "state", tmp_path / "run" / "agent.sock"
+    agent = start_agent(state_dir, sock)
+    try:
+        second = hostchaos("agent", state_dir=state_dir, env={"HOSTCHAOS_SOCKET": str(sock)},
+                           timeout=30)
+        assert second.returncode == 5
+        assert "another agent already answers" in one_line_error(second)
+        assert call(sock, "GET", "/v1/health")[0] == 200  # the first one is untouched
+    finally:
+        stop_agent(agent)
+
+
+def test_bad_settings_refuse_to_start_with_one_line(tmp_path: Path) -> None:
+    state_dir, sock = tmp_path / "state", tmp_path / "run" / "agent.sock"
+    env = {"HOSTCHAOS_SOCKET": str(sock)}
+    for args, code, fragment in (
+        (["--tcp", "0.0.0.0:8470"], 2, "must be a loopback address"),
+        (["--group", "no-such-group-hc"], 3, "group 'no-such-group-hc' does not exist"),
+    ):
+        result = hostchaos("agent", *args, state_dir=state_dir, env=env, timeout=30)
+        assert result.returncode == code, result.stderr
+        assert fragment in one_line_error(result)
+    (tmp_path / "open").mkdir(mode=0o777)
+    (tmp_path / "open").chmod(0o777)
+    result = hostchaos("agent", "--socket", str(tmp_path / "open" / "a.sock"),
+                       state_dir=state_dir, timeout=30)
+    assert result.returncode == 3
+    assert "writable by nobody else" in result.stderr
+
+
+def test_loopback_tcp_when_configured(tmp_path: Path) -> None:
+    state_dir, sock = tmp_path / "state", tmp_path / "run" / "agent.sock"
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agent = start_agent(state_dir, sock, "--tcp", f"127.0.0.1:{port}")
+    try:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/v1/health")
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        conn.close()
+        # this process's uid owns the client end: the same policy as on the socket
+        assert response.status == 200 and body["status"] == "ok"
+    finally:
+        stop_agent(agent)
+
+
+def test_the_agent_command_has_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "hostchaos", "agent", "--help"], cwd=REPO,
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ}).stdout
+    assert "--socket" in out and "--group" in out and "SIGTERM" in out
