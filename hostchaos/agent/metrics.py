@@ -25,7 +25,7 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -58,6 +58,7 @@ class JournalCollector(Collector):
         self.lateness = lateness
         self._seen: set[str] | None = None  # ended records already judged
         self._lock = threading.Lock()
+        self._snapshot: tuple[list[FaultRecord], list[Any]] | None = None
 
     def describe(self) -> Iterable[Metric]:
         return []  # no journal scan when registered
@@ -66,9 +67,20 @@ class JournalCollector(Collector):
         """Remember the records that ended before now: only later ends are observed."""
         self.notice_ended(self.journal.scan(include_ended=True)[0])
 
-    def collect(self) -> Iterable[Metric]:
+    def refresh(self) -> None:
+        """Read the journal and observe new deadline rollbacks *before* the histogram is
+        collected (collectors run in registration order; this one is last)."""
         records, unreadable = self.journal.scan(include_ended=True)
         self.notice_ended(records)
+        self._snapshot = (records, unreadable)
+
+    def collect(self) -> Iterable[Metric]:
+        snapshot, self._snapshot = self._snapshot, None
+        if snapshot is None:
+            records, unreadable = self.journal.scan(include_ended=True)
+            self.notice_ended(records)
+        else:
+            records, unreadable = snapshot
         active = GaugeMetricFamily("hostchaos_faults_active", "Open faults by kind.",
                                    labels=["kind"])
         for kind, count in sorted(Tally(r.kind for r in records if r.is_open).items()):
@@ -123,11 +135,16 @@ class AgentMetrics:
                                   "because it passed.", buckets=LATENESS_BUCKETS,
                                   registry=self.registry)
         self.journal_collector = JournalCollector(journal, self.lateness)
+        self._collecting = threading.Lock()
         self.registry.register(self.journal_collector)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        with self._collecting:
+            self.journal_collector.refresh()
+            return generate_latest(self.registry)
 
     def write_textfile(self, path: Path) -> None:
         """Write the metrics to ``path`` atomically (a temp file renamed over it)."""
-        write_to_textfile(str(path), self.registry)
+        with self._collecting:
+            self.journal_collector.refresh()
+            write_to_textfile(str(path), self.registry)

@@ -196,3 +196,32 @@ def test_start_up_sweeps_and_keeps_live_faults_with_their_deadlines(
         stop_agent(agent)
     assert pair.tc_config() == before and open_records(state_dir) == []
     assert live["id"] != kept["id"]
+
+
+def test_drift_when_the_interface_vanished_and_rollback_still_closes_it(
+        pair: NetnsPair, state_dir: Path, socket_path: Path) -> None:
+    with running_agent(state_dir, socket_path):
+        status, view = call(socket_path, "POST", "/v1/faults", rate_body(pair))
+        assert status == 201, view
+        subprocess.run(["ip", "-n", pair.a, "link", "del", pair.iface_a], check=True)
+        status, one = call(socket_path, "GET", f"/v1/faults/{view['id']}")
+        assert status == 200 and one["state"] == "active"
+        assert one["observed"]["present"] is False and one["drift"], one
+        status, ended = call(socket_path, "DELETE", f"/v1/faults/{view['id']}")
+        assert status == 200 and ended["state"] == "rolled-back"  # already gone is success
+    assert open_records(state_dir) == []
+
+
+def test_deadline_lateness_is_measured(pair: NetnsPair, state_dir: Path,
+                                       socket_path: Path) -> None:
+    before = pair.tc_config()
+    with running_agent(state_dir, socket_path):
+        status, view = call(socket_path, "POST", "/v1/faults", rate_body(pair, "1s"))
+        assert status == 201, view
+        wait_for(lambda: open_records(state_dir) == [], timeout=20)
+        metrics = raw_request(socket_path, "GET", "/metrics")[2].decode()
+        values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+                  if line.startswith("hostchaos_deadline_lateness_seconds_")}
+        assert values["hostchaos_deadline_lateness_seconds_count"] == 1.0
+        assert 0 <= values["hostchaos_deadline_lateness_seconds_sum"] < 5.0
+    assert pair.tc_config() == before

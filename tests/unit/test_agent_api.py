@@ -378,3 +378,49 @@ def test_the_socket_is_0600_and_a_live_one_is_not_replaced(tmp_path: Path) -> No
     path.write_text("")
     with pytest.raises(ConflictError, match="is not a socket"):
         prepare_unix_socket(path, None)
+
+
+def test_two_clients_at_once_on_one_target_get_one_fault(api: Served) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: api.inject(target="same"), range(6)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [201, 409, 409, 409, 409, 409], answers
+    with ThreadPoolExecutor(6) as pool:
+        made = list(pool.map(lambda n: api.inject(target=f"t{n}"), range(6)))
+    assert all(status == 201 for status, _ in made)
+    ids = [view["id"] for _, view in made]
+    with ThreadPoolExecutor(6) as pool:
+        ended = list(pool.map(lambda i: api.call("DELETE", f"/v1/faults/{i}"), ids))
+    assert all(status == 200 and view["state"] == "rolled-back" for status, view in ended)
+    api.call("POST", "/v1/rollback-all")
+    assert FakeHost(api.host).read() == {}
+    assert api.call("GET", "/v1/faults")[1]["faults"] == []
+
+
+def test_an_unwritable_audit_log_never_stops_a_rollback(api: Served,
+                                                        capfd: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    _, view = api.inject(target="aud")
+    audit = api.state_dir / "audit.log"
+    audit.unlink()
+    audit.mkdir()  # writing a line now fails (EISDIR), even for root
+    status, ended = api.call("DELETE", f"/v1/faults/{view['id']}")
+    assert status == 200 and ended["state"] == "rolled-back"
+    assert FakeHost(api.host).read() == {}
+    assert "cannot append to audit log" in capfd.readouterr().err
+
+
+def test_a_damaged_record_is_listed_as_unreadable(api: Served) -> None:
+    _, view = api.inject(target="dmg")
+    faults = api.state_dir / "faults"
+    (faults / "hc-fake-deadbeef.json").write_text("{ torn")
+    status, listing = api.call("GET", "/v1/faults")
+    assert status == 200 and [f["id"] for f in listing["faults"]] == [view["id"]]
+    assert [u["id"] for u in listing["unreadable"]] == ["hc-fake-deadbeef"]
+    metrics = raw_request(api.socket_path, "GET", "/metrics")[2].decode()
+    assert 'hostchaos_fault_records{state="unreadable"} 1.0' in metrics
+    status, body = api.call("POST", "/v1/rollback-all")
+    assert status == 500 and [v["id"] for v in body["rolled_back"]] == [view["id"]]
+    assert "unreadable" in body["errors"][0]
