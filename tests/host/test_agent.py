@@ -225,3 +225,28 @@ def test_deadline_lateness_is_measured(pair: NetnsPair, state_dir: Path,
         assert values["hostchaos_deadline_lateness_seconds_count"] == 1.0
         assert 0 <= values["hostchaos_deadline_lateness_seconds_sum"] < 5.0
     assert pair.tc_config() == before
+
+
+def test_inject_wait_renews_the_lease_through_the_agent(pair: NetnsPair, state_dir: Path,
+                                                        socket_path: Path,
+                                                        tmp_path: Path) -> None:
+    before = pair.tc_config()
+    env = {"HOSTCHAOS_SOCKET": str(socket_path)}
+    with running_agent(state_dir, socket_path, log=tmp_path / "agent.log"):
+        started = time.monotonic()
+        result = hostchaos("inject", "rate", "--netns", pair.a, "--iface", pair.iface_a,
+                           "--rate", "2mbit", "--for", "3s", "--lease", "1s", "--wait",
+                           state_dir=state_dir, env=env)
+        took = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        assert 2.5 <= took < 15, took  # the 1 s lease was renewed until the 3 s deadline
+        fault_id = result.stdout.strip()
+        record = next(r for r in records(state_dir) if r["id"] == fault_id)
+        # at the deadline the command and the guardian race to roll it back; either may win
+        assert record["end_reason"] in ("deadline reached (--wait)", "deadline reached")
+        assert ("deadline reached (--wait)" in result.stderr) == (
+            record["end_reason"] == "deadline reached (--wait)")
+        audit = [json.loads(line) for line in (state_dir / "audit.log").read_text()
+                 .splitlines()]
+        assert [a["action"] for a in audit].count("extend") >= 2
+    assert pair.tc_config() == before
