@@ -220,9 +220,10 @@ def create_app(service: FaultService, *, metrics: Any = None) -> Starlette:
     routes = [
         Route("/v1/faults", guarded(create), methods=["POST"]),
         Route("/v1/faults", guarded(listing), methods=["GET"]),
-        Route("/v1/faults/{fault_id}", guarded(get), methods=["GET"]),
-        Route("/v1/faults/{fault_id}", guarded(delete), methods=["DELETE"]),
-        Route("/v1/faults/{fault_id}/extend", guarded(extend), methods=["POST"]),
+        # ":path": any id reaches the engine, which answers for it as it does on the CLI
+        Route("/v1/faults/{fault_id:path}/extend", guarded(extend), methods=["POST"]),
+        Route("/v1/faults/{fault_id:path}", guarded(get), methods=["GET"]),
+        Route("/v1/faults/{fault_id:path}", guarded(delete), methods=["DELETE"]),
         Route("/v1/rollback-all", guarded(rollback_all), methods=["POST"]),
         Route("/v1/health", guarded(health), methods=["GET"]),
         Route("/v1/openapi.json", guarded(openapi_doc), methods=["GET"]),

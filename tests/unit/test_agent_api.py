@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from hostchaos import faults
 from hostchaos.agent import notify
 from hostchaos.agent.app import MAX_BODY_BYTES, OPENAPI_PATH, create_app
 from hostchaos.agent.metrics import AgentMetrics
@@ -260,7 +261,7 @@ def test_every_route_is_in_the_openapi_document_and_nothing_else() -> None:
         assert isinstance(route, Route)
         for method in route.methods or ():
             if method != "HEAD":
-                served.add((route.path, method.lower()))
+                served.add((route.path.replace(":path}", "}"), method.lower()))
     document = json.loads(OPENAPI_PATH.read_text())
     described = {(path, method) for path, item in document["paths"].items()
                  for method in item}
@@ -269,6 +270,17 @@ def test_every_route_is_in_the_openapi_document_and_nothing_else() -> None:
         for method, operation in item.items():
             assert operation["responses"], (path, method)
             assert "operationId" in operation
+    kinds = document["components"]["schemas"]["CreateFault"]["properties"]["kind"]["enum"]
+    assert kinds == list(faults.KINDS), "the document's kinds are the registry's"
+
+
+def test_any_fault_id_gets_the_engines_answer(api: Served) -> None:
+    for fault_id in ("a%2Fb", "..", "x" * 300, "hc-fake-0000%3F"):
+        for method in ("GET", "DELETE"):
+            status, body = api.call(method, f"/v1/faults/{fault_id}")
+            assert status == 404 and "not found" in body["error"]["message"], (fault_id, body)
+        status, body = api.call("POST", f"/v1/faults/{fault_id}/extend", {})
+        assert status == 404 and "not found" in body["error"]["message"], (fault_id, body)
 
 
 def test_rollback_all_reports_what_failed_with_500(api: Served) -> None:

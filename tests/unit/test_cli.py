@@ -40,6 +40,8 @@ def run(*args: str, state_dir: Path) -> tuple[int, str, str]:
     (["status", "hc-latency-deadbeef"], 4, "not found"),
     (["rollback", "hc-latency-deadbeef"], 4, "not found"),
     (["extend", "hc-latency-deadbeef"], 4, "not found"),
+    (["status", "a/b"], 4, "fault 'a/b' not found"),
+    (["rollback", "../x?y"], 4, "fault '../x?y' not found"),
     (["rollback"], 2, "exactly one of"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(
