@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import grp
 import ipaddress
 import os
@@ -45,7 +46,7 @@ from hostchaos.agent.metrics import AgentMetrics
 from hostchaos.agent.peers import PeerPolicy
 from hostchaos.agent.service import Client, FaultService
 from hostchaos.config import Config
-from hostchaos.errors import ConflictError, PreconditionError, SpecError
+from hostchaos.errors import ConflictError, HostchaosError, PreconditionError, SpecError
 
 TEXTFILE_EVERY = 15.0
 GRACEFUL_SECONDS = 10
@@ -265,6 +266,7 @@ class Agent:
         self.service = FaultService(self.engine, metrics=self.metrics)
         self.sockets: list[socket.socket] = []
         self._socket_identity: tuple[int, int] | None = None
+        self._agent_lock: int | None = None
 
     def _start_deadline_enforcement(self) -> None:
         """Where the agent starts enforcing deadlines and leases. THE hook for the warden.
@@ -282,6 +284,31 @@ class Agent:
 
         and the service calls ``self._warden.wake()`` after each change.
         """
+
+    def hold_agent_lock(self) -> None:
+        """One agent per state directory: flock ``agent.lock`` for the agent's lifetime.
+
+        ConflictError (naming the holder) if another agent has it. A state
+        directory that cannot hold the file (read-only, full) is logged and
+        the agent serves anyway: rollbacks must stay possible.
+        """
+        path = self.config.state_dir / "agent.lock"
+        try:
+            self.engine.journal.prepare()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except (OSError, HostchaosError) as exc:
+            log(WARNING, "cannot hold the agent lock", path=path, error=exc)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConflictError(f"another agent (pid {holder}) already serves state directory "
+                                f"{self.config.state_dir}; stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._agent_lock = fd
 
     def sweep(self) -> None:
         self.metrics.journal_collector.start()
@@ -315,6 +342,7 @@ class Agent:
         check_socket_path(self.config.socket_path, self.config.socket_group)  # before any work
         if self.config.tcp:
             tcp_address(self.config.tcp)
+        self.hold_agent_lock()
         self.sweep()
         self._start_deadline_enforcement()
         self.bind()

@@ -124,3 +124,19 @@ def test_the_agent_command_has_help() -> None:
                          capture_output=True, text=True, check=True,
                          env={**os.environ}).stdout
     assert "--socket" in out and "--group" in out and "SIGTERM" in out
+
+
+def test_one_agent_per_state_directory(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    agent = start_agent(state_dir, tmp_path / "run" / "one.sock")
+    try:
+        second = hostchaos("agent", "--socket", str(tmp_path / "run" / "two.sock"),
+                           state_dir=state_dir, timeout=30)
+        assert second.returncode == 5
+        line = one_line_error(second)
+        assert f"another agent (pid {agent.pid}) already serves state directory" in line
+        assert not (tmp_path / "run" / "two.sock").exists()
+    finally:
+        assert stop_agent(agent) == 0
+    again = start_agent(state_dir, tmp_path / "run" / "two.sock")  # released on exit
+    assert stop_agent(again) == 0
