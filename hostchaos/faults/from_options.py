@@ -28,6 +28,7 @@ from the same mapping (durations such as ``"5m"`` or a number of seconds).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,7 +99,11 @@ def duration_value(raw: Any, what: str) -> float | None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         raise SpecError(f"{what} must be a duration such as 30s or 5m, not {raw!r}"[:200])
-    return parse_duration(str(raw), what=what)
+    if isinstance(raw, str):
+        return parse_duration(raw, what=what)
+    if not math.isfinite(raw) or raw <= 0:  # a number of seconds, used as it is
+        raise SpecError(f"{what} {str(raw)!r} must be greater than zero")
+    return float(raw)
 
 
 def fault_request(kind: str, options: Mapping[str, Any]) -> FaultRequest:
