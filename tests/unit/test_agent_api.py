@@ -436,3 +436,26 @@ def test_a_damaged_record_is_listed_as_unreadable(api: Served) -> None:
     status, body = api.call("POST", "/v1/rollback-all")
     assert status == 500 and [v["id"] for v in body["rolled_back"]] == [view["id"]]
     assert "unreadable" in body["errors"][0]
+
+
+def test_log_lines_reach_journald_as_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capfd: pytest.CaptureFixture[str]) -> None:
+    from hostchaos.agent import logs
+
+    journal = tmp_path / "journal.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(journal))
+        receiver.settimeout(5)
+        monkeypatch.setattr(logs, "JOURNAL_SOCKET", str(journal))
+        monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+        logs.log(logs.INFO, "injected", fault_id="hc-rate-1a2b3c4d", client_uid=0,
+                 detail="two\nlines")
+        entry = dict(line.split("=", 1) for line in receiver.recv(65536).decode().splitlines())
+    assert entry["MESSAGE"] == ('injected fault_id=hc-rate-1a2b3c4d client_uid=0 '
+                                'detail="two lines"')
+    assert entry["PRIORITY"] == "6" and entry["SYSLOG_IDENTIFIER"] == "hostchaos"
+    assert entry["HOSTCHAOS_FAULT_ID"] == "hc-rate-1a2b3c4d"
+    assert entry["HOSTCHAOS_DETAIL"] == "two lines"
+    monkeypatch.setattr(logs, "JOURNAL_SOCKET", str(tmp_path / "absent.sock"))
+    logs.log(logs.WARNING, "request refused", status=403)
+    assert capfd.readouterr().err == "<4>request refused status=403\n"
