@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 if TYPE_CHECKING:
     from hostchaos.agent.client import AgentClient
-    from hostchaos.config import Config
 
 
 class Backend(Protocol):
@@ -33,13 +32,11 @@ class Backend(Protocol):
 class LocalBackend:
     """The engine in this process (the agent is not running)."""
 
-    def __init__(self, config: Config) -> None:
-        from hostchaos import guardian
+    def __init__(self) -> None:
         from hostchaos.agent.service import Client, FaultService
-        from hostchaos.engine import Engine
+        from hostchaos.cli.common import make_engine
 
-        self.service = FaultService(Engine(config, spawn_guardian=guardian.spawn),
-                                    in_process=True)
+        self.service = FaultService(make_engine(), in_process=True)
         self.client = Client.this_process()
 
     def plan(self, kind: str, options: dict[str, Any], duration: float | None,
@@ -144,4 +141,4 @@ def get_backend() -> Backend:
     client = answering(config.socket_path, config.state_dir)
     if client is not None:
         return AgentBackend(client)
-    return LocalBackend(config)
+    return LocalBackend()
