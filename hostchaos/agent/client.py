@@ -44,8 +44,11 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-class AgentUnavailable(Exception):
-    """The socket is missing, refuses connections, or does not speak the API."""
+class AgentUnavailable(HostchaosError, label="agent-unavailable"):
+    """The agent stopped answering (or never spoke the API) in the middle of a command.
+
+    The command is not retried in-process: the agent may have done it already.
+    """
 
 
 def _error_classes() -> dict[str, type[HostchaosError]]:
@@ -103,13 +106,17 @@ class AgentClient:
             response = conn.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise AgentUnavailable(f"agent on {self.path}: {exc}") from exc
+            raise AgentUnavailable(
+                f"the agent on {self.path} stopped answering ({type(exc).__name__}: {exc}); "
+                "whatever it did is in `hostchaos list`, and every fault keeps its deadline"
+            ) from exc
         finally:
             conn.close()
         try:
             return response.status, json.loads(raw) if raw else None
         except ValueError as exc:
-            raise AgentUnavailable(f"agent on {self.path} sent no JSON") from exc
+            raise AgentUnavailable(f"the agent on {self.path} answered HTTP {response.status} "
+                                   "without JSON (overloaded?); retry") from exc
 
     def call(self, method: str, url: str, body: Any = None, ok: tuple[int, ...] = (200,)
              ) -> Any:
@@ -138,7 +145,7 @@ def answering(path: Path, state_dir: Path) -> AgentClient | None:
     client = AgentClient(path, timeout=PROBE_TIMEOUT)
     try:
         health = client.health()
-    except (AgentUnavailable, HostchaosError):
+    except HostchaosError:  # AgentUnavailable included: not an agent we can use
         return None
     if not isinstance(health, dict) or not _same_dir(health.get("state_dir"), state_dir):
         return None

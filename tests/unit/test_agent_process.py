@@ -140,3 +140,45 @@ def test_one_agent_per_state_directory(tmp_path: Path) -> None:
         assert stop_agent(agent) == 0
     again = start_agent(state_dir, tmp_path / "run" / "two.sock")  # released on exit
     assert stop_agent(again) == 0
+
+
+def test_an_agent_that_stops_answering_mid_command_is_one_line(tmp_path: Path) -> None:
+    """Health answered, then the connection drops: not retried in-process (it may have
+    been done), one line, exit 1."""
+    import socketserver
+    import threading
+    from http.server import BaseHTTPRequestHandler
+
+    state_dir, sock = tmp_path / "state", tmp_path / "flaky.sock"
+    state_dir.mkdir()
+
+    class Flaky(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def address_string(self) -> str:
+            return "unix"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path != "/v1/health":
+                self.close_connection = True
+                return  # nothing written: the client sees the connection close
+            body = json.dumps({"status": "ok", "state_dir": str(state_dir)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = socketserver.UnixStreamServer(str(sock), Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = hostchaos("list", state_dir=state_dir, env={"HOSTCHAOS_SOCKET": str(sock)},
+                           timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1, result.stderr
+    assert "stopped answering" in one_line_error(result)
