@@ -152,10 +152,10 @@ def create_app(service: FaultService, *, metrics: Any = None) -> Starlette:
         if not isinstance(dry_run, bool):
             raise HTTPProblem(400, "bad-request", "dry_run must be true or false")
         args = (body.get("kind"), body.get("options"), body.get("for"), body.get("lease"))
-        if dry_run:
-            plan = await run_in_threadpool(service.plan, *args)
-            return JSONResponse(plan)
         client = client_of(request)
+        if dry_run:
+            plan = await run_in_threadpool(lambda: service.plan(*args, client=client))
+            return JSONResponse(plan)
         view = await run_in_threadpool(lambda: service.inject(*args, client=client))
         return JSONResponse(view, status_code=201,
                             headers={"Location": f"/v1/faults/{view['id']}"})

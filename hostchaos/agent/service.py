@@ -101,10 +101,23 @@ class FaultService:
         return spec_from_options(kind, options, fault_class=self.fault_class)
 
     # -- changes ---------------------------------------------------------------------
+    @contextmanager
+    def _for_client(self, client: Client | None) -> Iterator[None]:
+        """The client's own SSH session is protected as if it ran the engine itself: the
+        agent reads its ``$SSH_CONNECTION`` from /proc (the pid is SO_PEERCRED's)."""
+        if self.in_process or client is None:
+            yield
+            return
+        from hostchaos.system import ssh
+
+        value = ssh.environment_of(client.pid, "SSH_CONNECTION") if client.pid else None
+        with ssh.on_behalf_of(value):
+            yield
+
     def plan(self, kind: Any, options: Any, duration: Any = None,
-             lease: Any = None) -> dict[str, Any]:
+             lease: Any = None, *, client: Client | None = None) -> dict[str, Any]:
         spec = self._spec(kind, options)
-        with self._one_at_a_time():
+        with self._one_at_a_time(), self._for_client(client):
             return self.engine.plan(spec, duration_value(duration, "--for"),
                                     duration_value(lease, "--lease"))
 
@@ -115,7 +128,7 @@ class FaultService:
             spec = self._spec(kind, options)
             total = duration_value(duration, "--for")
             lease_s = duration_value(lease, "--lease")
-            with self._one_at_a_time():
+            with self._one_at_a_time(), self._for_client(client):
                 record = self.engine.inject(spec, total, lease_s)
         except HostchaosError as exc:
             self._count("injections", label, exc.label)

@@ -250,3 +250,29 @@ def test_inject_wait_renews_the_lease_through_the_agent(pair: NetnsPair, state_d
                  .splitlines()]
         assert [a["action"] for a in audit].count("extend") >= 2
     assert pair.tc_config() == before
+
+
+def test_the_clients_ssh_session_is_protected_as_in_process(pair: NetnsPair, state_dir: Path,
+                                                            socket_path: Path) -> None:
+    """The agent reads the client's $SSH_CONNECTION (pid from SO_PEERCRED): the tree it
+    builds is the one the in-process CLI builds for the same operator."""
+    operator = {"SSH_CONNECTION": f"{pair.addr_b} 40000 {pair.addr_a} 2222",
+                "HOSTCHAOS_SOCKET": str(socket_path)}
+    args = ("inject", "rate", "--netns", pair.a, "--iface", pair.iface_a, "--rate", "2mbit",
+            "--json")
+
+    def tree_with(env: dict[str, str]) -> str:
+        result = hostchaos(*args, state_dir=state_dir, env=env)
+        assert result.returncode == 0, result.stderr
+        tree = pair.tc_config()
+        assert hostchaos("rollback", json.loads(result.stdout)["id"], state_dir=state_dir,
+                         env=env).returncode == 0
+        return tree
+
+    in_process = tree_with(operator)
+    unprotected = tree_with({"HOSTCHAOS_SOCKET": str(socket_path)})
+    assert in_process != unprotected  # the operator's pass filter is there
+    with running_agent(state_dir, socket_path):
+        through_agent = tree_with(operator)
+        assert through_agent == in_process
+        assert tree_with({"HOSTCHAOS_SOCKET": str(socket_path)}) == unprotected

@@ -459,3 +459,30 @@ def test_log_lines_reach_journald_as_fields(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(logs, "JOURNAL_SOCKET", str(tmp_path / "absent.sock"))
     logs.log(logs.WARNING, "request refused", status=403)
     assert capfd.readouterr().err == "<4>request refused status=403\n"
+
+
+def test_the_ssh_peer_is_the_clients_while_working_for_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hostchaos.system import ssh
+
+    monkeypatch.setenv("SSH_CONNECTION", "192.0.2.9 5000 192.0.2.1 22")
+    assert ssh.ssh_connection_peer() == ("192.0.2.9", 22)
+    with ssh.on_behalf_of("198.51.100.4 6000 192.0.2.1 2222"):
+        assert ssh.ssh_connection_peer() == ("198.51.100.4", 2222)
+    with ssh.on_behalf_of(None):  # a client without ssh: not the agent's own session
+        assert ssh.ssh_connection_peer() is None
+    assert ssh.ssh_connection_peer() == ("192.0.2.9", 22)
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"], env={"SSH_CONNECTION": "203.0.113.5 1 2 22"})
+    try:
+        wait_until = time.monotonic() + 5
+        while ssh.environment_of(child.pid, "SSH_CONNECTION") is None:
+            assert time.monotonic() < wait_until  # until exec has happened
+            time.sleep(0.01)
+        assert ssh.environment_of(child.pid, "SSH_CONNECTION") == "203.0.113.5 1 2 22"
+        assert ssh.environment_of(child.pid, "PATH") is None
+    finally:
+        child.kill()
+        child.wait()
+    assert ssh.environment_of(2 ** 22 + 7, "PATH") is None
