@@ -103,15 +103,14 @@ class FaultService:
     # -- changes ---------------------------------------------------------------------
     @contextmanager
     def _for_client(self, client: Client | None) -> Iterator[None]:
-        """The client's own SSH session is protected as if it ran the engine itself: the
-        agent reads its ``$SSH_CONNECTION`` from /proc (the pid is SO_PEERCRED's)."""
+        """Work as if the client ran the engine itself: its ``$SSH_CONNECTION`` and its
+        working directory (for relative paths), read from /proc (see system.caller)."""
         if self.in_process or client is None:
             yield
             return
-        from hostchaos.system import ssh
+        from hostchaos.system import caller
 
-        value = ssh.environment_of(client.pid, "SSH_CONNECTION") if client.pid else None
-        with ssh.on_behalf_of(value):
+        with caller.on_behalf_of(client.pid):
             yield
 
     def plan(self, kind: Any, options: Any, duration: Any = None,

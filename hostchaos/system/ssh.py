@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
 from typing import Any
 
 #: process names that hold an SSH server's established connections: ``sshd`` up to
@@ -14,42 +11,12 @@ from typing import Any
 SSHD_NAMES = frozenset({"sshd", "sshd-session", "sshd-auth"})
 
 
-#: set while the agent works for a client: that client's $SSH_CONNECTION (or None)
-_ON_BEHALF_OF: ContextVar[tuple[str | None] | None] = ContextVar("hostchaos_ssh_client",
-                                                                 default=None)
-
-
-@contextlib.contextmanager
-def on_behalf_of(ssh_connection: str | None) -> Iterator[None]:
-    """Within this block (this thread), :func:`ssh_connection_peer` reads ``ssh_connection``
-    (the agent's client's ``$SSH_CONNECTION``) instead of this process's environment."""
-    token = _ON_BEHALF_OF.set((ssh_connection,))
-    try:
-        yield
-    finally:
-        _ON_BEHALF_OF.reset(token)
-
-
-def environment_of(pid: int, name: str) -> str | None:
-    """One variable of a process's environment (/proc/PID/environ; root reads any)."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    prefix = name.encode() + b"="
-    for entry in data.split(b"\0"):
-        if entry.startswith(prefix):
-            return entry[len(prefix):].decode(errors="replace")
-    return None
-
-
 def ssh_connection_peer() -> tuple[str, int] | None:
     """(client address, server port) from ``$SSH_CONNECTION``, if this runs under ssh
-    (or, in the agent, if the client that asked does: see :func:`on_behalf_of`)."""
-    override = _ON_BEHALF_OF.get()
-    raw = override[0] if override is not None else os.environ.get("SSH_CONNECTION")
-    parts = (raw or "").split()
+    (or, in the agent, if the client that asked does: see :mod:`hostchaos.system.caller`)."""
+    from hostchaos.system import caller
+
+    parts = (caller.getenv("SSH_CONNECTION") or "").split()
     if len(parts) != 4 or not parts[3].isdigit():
         return None
     return parts[0], int(parts[3])

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -276,3 +277,28 @@ def test_the_clients_ssh_session_is_protected_as_in_process(pair: NetnsPair, sta
         through_agent = tree_with(operator)
         assert through_agent == in_process
         assert tree_with({"HOSTCHAOS_SOCKET": str(socket_path)}) == unprotected
+
+
+def test_a_relative_fill_path_is_the_clients(state_dir: Path, socket_path: Path,
+                                             tmp_path: Path) -> None:
+    """`disk-fill --path .` means the client's working directory, not the agent's (/)."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "hc-test-agent-fill",
+                    str(mount_point)], check=True)
+    try:
+        with running_agent(state_dir, socket_path):
+            result = subprocess.run(
+                [sys.executable, "-m", "hostchaos", "inject", "disk-fill", "--path", ".",
+                 "--size", "8M", "--json"], cwd=mount_point, capture_output=True, text=True,
+                env={**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir),
+                     "HOSTCHAOS_SOCKET": str(socket_path)}, timeout=120, check=False)
+            assert result.returncode == 0, result.stderr
+            view = json.loads(result.stdout)
+            assert view["spec"]["path"] == str(mount_point)
+            assert [p.name for p in mount_point.iterdir()] == [
+                f".hostchaos-{view['id']}.fill"]
+            status, ended = call(socket_path, "DELETE", f"/v1/faults/{view['id']}")
+            assert status == 200 and list(mount_point.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

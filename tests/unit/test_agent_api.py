@@ -461,28 +461,32 @@ def test_log_lines_reach_journald_as_fields(tmp_path: Path, monkeypatch: pytest.
     assert capfd.readouterr().err == "<4>request refused status=403\n"
 
 
-def test_the_ssh_peer_is_the_clients_while_working_for_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from hostchaos.system import ssh
+def test_the_ssh_peer_and_cwd_are_the_clients_while_working_for_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import subprocess
+
+    from hostchaos.system import caller, ssh
 
     monkeypatch.setenv("SSH_CONNECTION", "192.0.2.9 5000 192.0.2.1 22")
     assert ssh.ssh_connection_peer() == ("192.0.2.9", 22)
-    with ssh.on_behalf_of("198.51.100.4 6000 192.0.2.1 2222"):
-        assert ssh.ssh_connection_peer() == ("198.51.100.4", 2222)
-    with ssh.on_behalf_of(None):  # a client without ssh: not the agent's own session
-        assert ssh.ssh_connection_peer() is None
-    assert ssh.ssh_connection_peer() == ("192.0.2.9", 22)
-    import subprocess
-
-    child = subprocess.Popen(["sleep", "30"], env={"SSH_CONNECTION": "203.0.113.5 1 2 22"})
+    assert caller.abspath("a/b") == os.path.abspath("a/b")
+    child = subprocess.Popen(["sleep", "30"], cwd=tmp_path,
+                             env={"SSH_CONNECTION": "198.51.100.4 6000 192.0.2.1 2222"})
     try:
         wait_until = time.monotonic() + 5
-        while ssh.environment_of(child.pid, "SSH_CONNECTION") is None:
+        while caller.environment_of(child.pid, "SSH_CONNECTION") is None:
             assert time.monotonic() < wait_until  # until exec has happened
             time.sleep(0.01)
-        assert ssh.environment_of(child.pid, "SSH_CONNECTION") == "203.0.113.5 1 2 22"
-        assert ssh.environment_of(child.pid, "PATH") is None
+        with caller.on_behalf_of(child.pid):
+            assert ssh.ssh_connection_peer() == ("198.51.100.4", 2222)
+            assert caller.getenv("PATH") is None
+            assert caller.abspath("fill/../here", "--path") == str(tmp_path / "here")
+            assert caller.abspath("/abs//x") == "/abs/x"
     finally:
         child.kill()
         child.wait()
-    assert ssh.environment_of(2 ** 22 + 7, "PATH") is None
+    with caller.on_behalf_of(None):  # a client the kernel did not name (TCP)
+        assert ssh.ssh_connection_peer() is None  # never the agent's own session
+        with pytest.raises(SpecError, match="give an absolute path"):
+            caller.abspath("rel", "--path")
+    assert ssh.ssh_connection_peer() == ("192.0.2.9", 22)
