@@ -298,7 +298,7 @@ def test_a_relative_fill_path_is_the_clients(state_dir: Path, socket_path: Path,
             assert view["spec"]["path"] == str(mount_point)
             assert [p.name for p in mount_point.iterdir()] == [
                 f".hostchaos-{view['id']}.fill"]
-            status, ended = call(socket_path, "DELETE", f"/v1/faults/{view['id']}")
+            status, _ = call(socket_path, "DELETE", f"/v1/faults/{view['id']}")
             assert status == 200 and list(mount_point.iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
