@@ -2,7 +2,8 @@
 
 The in-process CLI injects for itself. The agent injects for the client on
 the other end of its socket, so what the CLI would take from its own process
-(``$SSH_CONNECTION``, the working directory a relative path means) is taken
+(``$SSH_CONNECTION``, the working directory a relative path means, the
+processes never to signal: itself, its ancestors, its SSH session) is taken
 from the client's (``/proc/<pid>/environ``, ``/proc/<pid>/cwd``; the pid is
 the kernel's SO_PEERCRED, and the client is blocked waiting for the answer, so
 it is still that process). :func:`on_behalf_of` sets the client for one
@@ -52,6 +53,15 @@ def environment_of(pid: int, name: str) -> str | None:
         if entry.startswith(prefix):
             return entry[len(prefix):].decode(errors="replace")
     return None
+
+
+def pids() -> list[int]:
+    """This process, then the client it works for (if the kernel named one)."""
+    caller = _CALLER.get()
+    own = [os.getpid()]
+    if caller is not None and caller.pid is not None and caller.pid != own[0]:
+        own.append(caller.pid)
+    return own
 
 
 def getenv(name: str) -> str | None:

@@ -302,3 +302,36 @@ def test_a_relative_fill_path_is_the_clients(state_dir: Path, socket_path: Path,
             assert status == 200 and list(mount_point.iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _pid_in(line: str) -> str:
+    return line.split("process ", 1)[1].split(":", 1)[0]
+
+
+WRAPPER = r"""
+import os, subprocess, sys
+result = subprocess.run([sys.executable, "-m", "hostchaos", "inject", "stop", "--pid",
+                         str(os.getpid()), "--for", "5s"], capture_output=True, text=True)
+print(result.returncode)
+print(result.stderr.strip())
+"""
+
+
+def test_the_clients_ancestors_are_protected_through_the_agent(state_dir: Path,
+                                                              socket_path: Path) -> None:
+    """`inject stop --pid <the shell that runs hostchaos>` is refused either way."""
+    env = {**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir),
+           "HOSTCHAOS_SOCKET": str(socket_path)}
+
+    def wrapped() -> tuple[int, str]:
+        wrapper = subprocess.run([sys.executable, "-c", WRAPPER], capture_output=True,
+                                 text=True, env=env, timeout=120, check=True)
+        out = wrapper.stdout.splitlines()
+        return int(out[0]), out[1].replace(f"process {_pid_in(out[1])}:", "process PID:")
+
+    code, line = wrapped()  # no agent: in-process
+    assert code == 5 and "it runs the hostchaos command (an ancestor of it)" in line
+    with running_agent(state_dir, socket_path, log=state_dir.parent / "agent.log"):
+        assert wrapped() == (code, line)
+        assert "inject failed" in (state_dir.parent / "agent.log").read_text()
+    assert open_records(state_dir) == []
