@@ -335,3 +335,34 @@ def test_the_clients_ancestors_are_protected_through_the_agent(state_dir: Path,
         assert wrapped() == (code, line)
         assert "inject failed" in (state_dir.parent / "agent.log").read_text()
     assert open_records(state_dir) == []
+
+
+@pytest.mark.parametrize("note", [1, 2, 3])
+def test_kill_9_of_the_agent_mid_apply_is_rolled_back_by_the_guardian(
+        note: int, pair: NetnsPair, state_dir: Path, socket_path: Path,
+        tmp_path: Path) -> None:
+    """The agent is parked right after undo note N (the crash hook), in the thread serving
+    the request, and killed: the fault's guardian sees its applier gone and rolls back."""
+    import threading
+
+    before = pair.tc_config()
+    marker = tmp_path / "paused"
+    agent = start_agent(state_dir, socket_path, env={
+        "HOSTCHAOS_TEST_PAUSE_AFTER_NOTE": str(note), "HOSTCHAOS_TEST_PAUSE_FILE": str(marker)})
+    answers: list[object] = []
+    try:
+        client = threading.Thread(target=lambda: answers.append(
+            call(socket_path, "POST", "/v1/faults", rate_body(pair))[0]), daemon=True)
+        client.start()
+        wait_for(marker.exists, timeout=30)
+        assert call(socket_path, "GET", "/v1/health")[0] == 200  # still serving meanwhile
+        agent.kill()
+        agent.wait()
+        client.join(30)
+        assert answers == [0]  # the connection dropped: no answer
+        wait_for(lambda: open_records(state_dir) == [], timeout=30)
+    finally:
+        stop_agent(agent)
+    assert pair.tc_config() == before
+    (record,) = records(state_dir)
+    assert record["state"] in ("rolled-back", "failed"), record["state"]
