@@ -46,10 +46,18 @@ from hostchaos.agent.metrics import AgentMetrics
 from hostchaos.agent.peers import PeerPolicy
 from hostchaos.agent.service import Client, FaultService
 from hostchaos.config import Config
-from hostchaos.errors import ConflictError, HostchaosError, PreconditionError, SpecError
+from hostchaos.errors import (
+    ConflictError,
+    HostchaosError,
+    PreconditionError,
+    RollbackError,
+    SpecError,
+)
 
 TEXTFILE_EVERY = 15.0
 GRACEFUL_SECONDS = 10
+#: at stop, how long rollback-all waits for a request still using the engine
+STOP_WAIT_SECONDS = 10.0
 
 
 def prepare_unix_socket(path: Path, group: str | None) -> socket.socket:
@@ -358,13 +366,19 @@ class Agent:
         notify.notify("STOPPING=1")
         name = signal.Signals(server.stop_signal).name if server.stop_signal else "stop"
         log(NOTICE, "stopping: rolling back every open fault", signal=name)
-        result = self.service.rollback_all(client=Client.this_process(),
-                                           reason=f"the agent stopped ({name})")
+        try:
+            result = self.service.rollback_all(client=Client.this_process(),
+                                               reason=f"the agent stopped ({name})",
+                                               wait=STOP_WAIT_SECONDS)
+        except HostchaosError as exc:
+            log(WARNING, "rollback at stop failed; the guardians and the next sweep take over",
+                error=exc)
+            return RollbackError.exit_code
         for message in result["errors"]:
             log(WARNING, "rollback at stop failed", error=message)
         log(INFO, "stopped", rolled_back=len(result["rolled_back"]),
             failed=len(result["errors"]))
-        return 7 if result["errors"] else 0
+        return RollbackError.exit_code if result["errors"] else 0
 
     def _unlink_socket(self) -> None:
         """Close the listeners; remove the socket file if it is still the one we made."""

@@ -88,9 +88,19 @@ class FaultService:
         self._lock = threading.Lock()
 
     @contextmanager
-    def _one_at_a_time(self) -> Iterator[None]:
-        with self._lock:
+    def _one_at_a_time(self, wait: float | None = None) -> Iterator[None]:
+        """Hold the service lock; with ``wait``, go on without it after that many seconds
+        (the state lock still serialises the engine: used when stopping, so a wedged
+        request cannot keep the other faults on the host)."""
+        got = self._lock.acquire(timeout=-1 if wait is None else wait)
+        if not got:
+            self._log(WARNING, "a request still holds the engine; going on without it",
+                      waited=wait)
+        try:
             yield
+        finally:
+            if got:
+                self._lock.release()
 
     # -- parsing -------------------------------------------------------------------
     def _spec(self, kind: Any, options: Any) -> Any:
@@ -163,10 +173,15 @@ class FaultService:
         self._rolled_back(record, started, client)
         return fault_view(record)
 
-    def rollback_all(self, *, client: Client, reason: str = "requested") -> dict[str, Any]:
+    def rollback_all(self, *, client: Client, reason: str = "requested",
+                     wait: float | None = None) -> dict[str, Any]:
         started = time.monotonic()
-        with self._one_at_a_time():
-            done, errors = self.engine.rollback_all(reason)
+        try:
+            with self._one_at_a_time(wait):
+                done, errors = self.engine.rollback_all(reason)
+        except HostchaosError as exc:  # the state lock is busy, the directory unusable ...
+            self._audit("rollback-all", client, exc)
+            raise
         for record in done:
             self._rolled_back(record, started, client)
         for _ in errors:

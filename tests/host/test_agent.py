@@ -366,3 +366,35 @@ def test_kill_9_of_the_agent_mid_apply_is_rolled_back_by_the_guardian(
     assert pair.tc_config() == before
     (record,) = records(state_dir)
     assert record["state"] in ("rolled-back", "failed"), record["state"]
+
+
+def test_sigterm_with_a_request_stuck_in_the_engine_still_exits(
+        pair: NetnsPair, state_dir: Path, socket_path: Path, tmp_path: Path) -> None:
+    """A request parked mid-apply (crash hook) holds the engine and the state lock: SIGTERM
+    still ends the agent (exit 7: it could not roll back), and the guardian of the parked
+    fault rolls it back once the agent, its applier, is gone."""
+    import threading
+
+    before = pair.tc_config()
+    marker = tmp_path / "paused"
+    config = tmp_path / "config.toml"
+    config.write_text('lock_timeout = "1s"\n')
+    agent = start_agent(state_dir, socket_path, env={
+        "HOSTCHAOS_TEST_PAUSE_AFTER_NOTE": "2", "HOSTCHAOS_TEST_PAUSE_FILE": str(marker),
+        "HOSTCHAOS_CONFIG": str(config)}, log=tmp_path / "agent.log")
+    try:
+        body = json.dumps(rate_body(pair)).encode()
+        threading.Thread(target=lambda: raw_request(
+            socket_path, "POST", "/v1/faults", body, {"Content-Type": "application/json"}),
+            daemon=True).start()
+        wait_for(marker.exists, timeout=30)
+        started = time.monotonic()
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=60) == 7
+        assert time.monotonic() - started < 40
+        wait_for(lambda: open_records(state_dir) == [], timeout=30)
+    finally:
+        stop_agent(agent)
+    assert pair.tc_config() == before
+    log = (tmp_path / "agent.log").read_text()
+    assert "rollback at stop failed" in log
