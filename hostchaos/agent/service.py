@@ -22,21 +22,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from hostchaos.agent.audit import AuditLog
 from hostchaos.agent.logs import INFO, WARNING, log
 from hostchaos.errors import HostchaosError, RollbackError, SpecError
 from hostchaos.faults.from_options import duration_value, spec_from_options
+from hostchaos.records import ACTIVE
 
 if TYPE_CHECKING:
     from hostchaos.agent.metrics import AgentMetrics
     from hostchaos.engine import Engine
     from hostchaos.records import FaultRecord
-
-T = TypeVar("T")
-
-
 
 @dataclass(frozen=True)
 class Client:
@@ -68,7 +65,7 @@ def drift_of(record: FaultRecord, observed: Mapping[str, Any]) -> str | None:
         return None
     if observed.get("problem"):
         return str(observed["problem"])
-    if record.state == "active" and observed.get("present") is False:
+    if record.state == ACTIVE and observed.get("present") is False:
         return "the record says active but the kernel does not carry the fault"
     return None
 
@@ -228,6 +225,13 @@ class FaultService:
             log(priority, text, **fields)
 
     def _count(self, which: str, kind: str | None, result: str) -> None:
+        """Count in the metrics; a kind this agent does not know is "unknown" (whatever a
+        client sends must not become a label of its own)."""
+        if kind is not None:
+            try:
+                self.fault_class(kind)
+            except HostchaosError:
+                kind = None
         if self.metrics is not None:
             counter = self.metrics.injections if which == "injections" else self.metrics.rollbacks
             counter.labels(kind or "unknown", result).inc()

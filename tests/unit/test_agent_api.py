@@ -182,6 +182,9 @@ def test_errors_carry_the_status_and_exit_code_of_their_class(api: Served) -> No
     assert body["error"]["fault_id"] == "hc-fake-00000000"
     status, body = api.call("POST", "/v1/faults", {"kind": "nosuch", "options": {}})
     assert status == 400 and "unknown fault kind 'nosuch'" in body["error"]["message"]
+    metrics = raw_request(api.socket_path, "GET", "/metrics")[2].decode()
+    assert 'hostchaos_injections_total{kind="unknown",result="spec"} 1.0' in metrics
+    assert "nosuch" not in metrics
     status, body = api.call("POST", "/v1/faults", {"kind": "fake", "options": {
         "host-file": str(api.host)}, "for": "2h"})
     assert status == 400 and "above the cap" in body["error"]["message"]
