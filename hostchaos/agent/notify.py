@@ -27,6 +27,20 @@ def notify(state: str) -> bool:
     return True
 
 
+SD_LISTEN_FDS_START = 3
+
+
+def listen_fds() -> list[int]:
+    """Sockets systemd passed (socket activation: ``$LISTEN_FDS`` for ``$LISTEN_PID``)."""
+    pid, count = os.environ.get("LISTEN_PID", ""), os.environ.get("LISTEN_FDS", "")
+    if not pid.isdigit() or int(pid) != os.getpid() or not count.isdigit():
+        return []
+    fds = list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)  # not for the guardians this process starts
+    return fds
+
+
 def watchdog_interval() -> float | None:
     """How often to send WATCHDOG=1 (half of ``$WATCHDOG_USEC``), or None when not asked.
 

@@ -333,10 +333,23 @@ class Agent:
             still_active=len(report.still_active), failed=len(report.failed))
 
     def bind(self) -> None:
-        self.sockets.append(prepare_unix_socket(self.config.socket_path,
-                                                self.config.socket_group))
-        info = os.lstat(self.config.socket_path)
-        self._socket_identity = (info.st_dev, info.st_ino)
+        """The unix socket: systemd's (socket activation), else one of our own."""
+        inherited = [socket.socket(fileno=fd) for fd in notify.listen_fds()]
+        unix = [s for s in inherited if s.family == socket.AF_UNIX]
+        for sock in inherited:
+            if sock not in unix:
+                sock.close()
+        if unix:
+            for sock in unix:
+                sock.setblocking(False)
+                sock.set_inheritable(False)  # no child (a runtime lookup ...) holds it open
+            self.sockets.extend(unix)  # systemd owns the file: it is not removed on exit
+            log(INFO, "serving the sockets systemd passed", count=len(unix))
+        else:
+            self.sockets.append(prepare_unix_socket(self.config.socket_path,
+                                                    self.config.socket_group))
+            info = os.lstat(self.config.socket_path)
+            self._socket_identity = (info.st_dev, info.st_ino)
         if self.config.tcp:
             self.sockets.append(prepare_tcp_socket(self.config.tcp))
 
@@ -347,7 +360,8 @@ class Agent:
 
     def run(self) -> int:
         """Sweep, serve until SIGTERM/SIGINT, roll everything back; the exit code."""
-        check_socket_path(self.config.socket_path, self.config.socket_group)  # before any work
+        if not os.environ.get("LISTEN_FDS"):  # systemd's socket is not ours to check
+            check_socket_path(self.config.socket_path, self.config.socket_group)
         if self.config.tcp:
             tcp_address(self.config.tcp)
         self.hold_agent_lock()
@@ -387,5 +401,5 @@ class Agent:
         path = self.config.socket_path
         with contextlib.suppress(OSError):
             info = os.lstat(path)
-            if (info.st_dev, info.st_ino) == self._socket_identity:
+            if self._socket_identity and (info.st_dev, info.st_ino) == self._socket_identity:
                 os.unlink(path)

@@ -182,3 +182,40 @@ def test_an_agent_that_stops_answering_mid_command_is_one_line(tmp_path: Path) -
         server.server_close()
     assert result.returncode == 1, result.stderr
     assert "stopped answering" in one_line_error(result)
+
+
+ACTIVATE = r"""
+import os, socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.bind(sys.argv[1])
+sock.listen(16)
+if sock.fileno() != 3:
+    os.dup2(sock.fileno(), 3)  # what systemd does for hostchaos.socket
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execv(sys.executable, [sys.executable, "-m", "hostchaos", "agent"])
+"""
+
+
+def test_socket_activation_serves_the_socket_systemd_passed(tmp_path: Path) -> None:
+    from tests.support.agent import answers
+
+    state_dir = tmp_path / "state"
+    activated, configured = tmp_path / "activated.sock", tmp_path / "run" / "never.sock"
+    env = {**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir),
+           "HOSTCHAOS_SOCKET": str(configured)}
+    agent = subprocess.Popen([sys.executable, "-c", ACTIVATE, str(activated)], cwd=REPO,
+                             env=env, pass_fds=(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (activated.exists() and answers(activated)):
+            assert agent.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert not configured.exists()
+        status, health = call(activated, "GET", "/v1/health")
+        assert status == 200 and health["pid"] == agent.pid
+    finally:
+        assert stop_agent(agent) == 0  # type: ignore[arg-type]
+    assert activated.exists()  # systemd's socket file stays
+    assert agent.stderr is not None and "serving the sockets systemd passed" in agent.stderr.read()
