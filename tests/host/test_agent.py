@@ -398,3 +398,32 @@ def test_sigterm_with_a_request_stuck_in_the_engine_still_exits(
     assert pair.tc_config() == before
     log = (tmp_path / "agent.log").read_text()
     assert "rollback at stop failed" in log
+
+
+def test_list_and_status_print_the_same_text_either_way(pair: NetnsPair, state_dir: Path,
+                                                        socket_path: Path) -> None:
+    import re
+
+    through = {"HOSTCHAOS_SOCKET": str(socket_path)}
+    direct = {"HOSTCHAOS_SOCKET": str(socket_path.with_name("nobody.sock"))}
+
+    def masked(text: str) -> str:  # time left moves on; counters may see a stray packet
+        text = re.sub(r"\b\d+m\d+s\b|\b\d+s\b", "T", text)
+        return re.sub(r"'(bytes|packets|drops|overlimits|requeues|backlog|qlen)': \d+",
+                      r"'\1': N", text)
+
+    with running_agent(state_dir, socket_path):
+        injected = hostchaos("inject", "rate", "--netns", pair.a, "--iface", pair.iface_a,
+                             "--rate", "2mbit", "--for", "10m", "--lease", "5m", "--json",
+                             state_dir=state_dir, env=through)
+        assert injected.returncode == 0, injected.stderr
+        fault_id = json.loads(injected.stdout)["id"]
+        for args in (("list",), ("list", "--all"), ("status", fault_id),
+                     ("status", fault_id, "--json"), ("list", "--json")):
+            a = hostchaos(*args, state_dir=state_dir, env=through)
+            b = hostchaos(*args, state_dir=state_dir, env=direct)
+            assert (a.returncode, masked(a.stdout), a.stderr) == (
+                b.returncode, masked(b.stdout), b.stderr), args
+        a = hostchaos("rollback", fault_id, state_dir=state_dir, env=through)
+        b = hostchaos("rollback", fault_id, state_dir=state_dir, env=direct)  # idempotent
+        assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr)
