@@ -46,7 +46,7 @@ def agent(socket_path: Path | None, group: str | None, tcp: str | None,
         ("metrics_textfile", metrics_textfile)) if value is not None}
     config = dataclasses.replace(config, **changes)
     if tcp is not None:
-        from hostchaos.agent.server import tcp_address
+        from hostchaos.agent.sockets import tcp_address
 
         tcp_address(tcp)  # bad input before anything starts
     code = Agent(config).run()

@@ -25,8 +25,9 @@ from hostchaos.agent import notify
 from hostchaos.agent.app import MAX_BODY_BYTES, OPENAPI_PATH, create_app
 from hostchaos.agent.metrics import AgentMetrics
 from hostchaos.agent.peers import Peer, PeerPolicy, _proc_address
-from hostchaos.agent.server import AgentServer, prepare_unix_socket, server_config, tcp_address
+from hostchaos.agent.server import AgentServer, server_config
 from hostchaos.agent.service import Client, FaultService
+from hostchaos.agent.sockets import prepare_unix_socket, tcp_address
 from hostchaos.config import Config
 from hostchaos.engine import Engine
 from hostchaos.errors import ConflictError, SpecError
