@@ -21,7 +21,8 @@ Exit codes: 0 ok, 2 bad input, 3 host lacks a precondition, 4 target not found,
 7 rollback failed (record kept), 8 state directory unusable.
 \b
 Environment: HOSTCHAOS_STATE_DIR (default /var/lib/hostchaos),
-HOSTCHAOS_CONFIG (default /etc/hostchaos/config.toml).
+HOSTCHAOS_CONFIG (default /etc/hostchaos/config.toml),
+HOSTCHAOS_SOCKET (the agent's socket, default /run/hostchaos/hostchaos.sock).
 """
 
 
@@ -81,7 +82,16 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from hostchaos.cli import completion, demo, doctor, exec_command, inject, manage, run
+    from hostchaos.cli import (
+        agent_command,
+        completion,
+        demo,
+        doctor,
+        exec_command,
+        inject,
+        manage,
+        run,
+    )
 
     cli.add_command(inject.inject)
     cli.add_command(exec_command.exec_command)
@@ -91,6 +101,7 @@ def _register() -> None:
         cli.add_command(command)
     cli.add_command(doctor.doctor)
     cli.add_command(demo.demo)
+    cli.add_command(agent_command.agent)
 
 
 _register()

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hostchaos.cli.common import DURATION, make_engine
+from hostchaos.cli.common import DURATION
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,13 +63,14 @@ def timing_params() -> list[click.Parameter]:
 
 
 def run_kind(kind: str, fault_class: type[Any], given: dict[str, Any]) -> None:
-    """A generated `inject <kind>` command: options -> spec -> engine -> output."""
+    """A generated `inject <kind>` command: options -> spec -> engine or agent -> output."""
     from hostchaos.faults.from_options import spec_from_options
     from hostchaos.faults.options import options_from_click
 
     timing = {k: given.pop(k) for k in ("duration", "lease", "wait", "dry_run", "as_json")}
     options = options_from_click(fault_class.spec_type, given)
-    run_inject(lambda: spec_from_options(kind, options), **timing)
+    spec_from_options(kind, options)  # bad input fails here, before the agent is asked
+    run_inject(kind, options, **timing)
 
 
 def timing_options(func: F) -> F:
@@ -82,15 +83,15 @@ class _Terminated(Exception):
     pass
 
 
-def run_inject(spec_factory: Callable[[], Any], duration: float | None, lease: float | None,
-               wait: bool, dry_run: bool, as_json: bool) -> None:
-    from hostchaos.cli.output import clock_time, emit_json, record_summary
+def run_inject(kind: str, options: dict[str, Any], duration: float | None,
+               lease: float | None, wait: bool, dry_run: bool, as_json: bool) -> None:
+    from hostchaos.cli.backend import get_backend
+    from hostchaos.cli.output import clock_time, emit_json, printable, timestamp
     from hostchaos.quantities import format_duration
 
-    spec = spec_factory()
-    engine = make_engine()
+    backend = get_backend()
     if dry_run:
-        plan = engine.plan(spec, duration, lease)
+        plan = backend.plan(kind, options, duration, lease)
         if as_json:
             emit_json(plan)
         else:
@@ -98,19 +99,20 @@ def run_inject(spec_factory: Callable[[], Any], duration: float | None, lease: f
                        + (f" (lease {format_duration(lease)})" if lease else "")
                        + "; nothing was changed")
         return
-    record = engine.inject(spec, duration, lease)
+    view = backend.inject(kind, options, duration, lease)
     if as_json:
-        emit_json(record_summary(record))
+        emit_json(printable(view))
     else:
-        click.echo(record.id)
-        click.echo(f"{record.kind}: {record.summary}, "
-                   f"until {clock_time(record.expires_at)}; "
-                   f"roll back with: hostchaos rollback {record.id}", err=True)
+        click.echo(view["id"])
+        click.echo(f"{view['kind']}: {view['summary']}, "
+                   f"until {clock_time(timestamp(view['expires_at']))}; "
+                   f"roll back with: hostchaos rollback {view['id']}", err=True)
     if wait:
-        _wait_and_rollback(engine, record.id)
+        _wait_and_rollback(backend, view["id"])
 
 
-def _wait_and_rollback(engine: Any, fault_id: str) -> None:
+def _wait_and_rollback(backend: Any, fault_id: str) -> None:
+    from hostchaos.cli.output import is_open, timestamp
     from hostchaos.errors import ConflictError, TargetNotFoundError
 
     def on_term(signum: int, frame: Any) -> None:
@@ -121,24 +123,26 @@ def _wait_and_rollback(engine: Any, fault_id: str) -> None:
     code = 0
     try:
         while True:
-            record = engine.journal.load(fault_id)
-            if not record.is_open:
+            view = backend.peek(fault_id)
+            if not is_open(view):
                 return
             now = time.time()
-            if now >= record.expires_at:
+            expires_at = timestamp(view["expires_at"])
+            if now >= expires_at:
                 break
-            step = record.lease_seconds / 3 if record.lease_seconds else 1.0
-            time.sleep(max(0.05, min(step, record.expires_at - now)))
-            if record.lease_seconds:
+            lease = view["lease_seconds"]
+            step = lease / 3 if lease else 1.0
+            time.sleep(max(0.05, min(step, expires_at - now)))
+            if lease:
                 try:
-                    engine.extend(fault_id)
+                    backend.extend(fault_id, None)
                 except (ConflictError, TargetNotFoundError):
                     return
     except (KeyboardInterrupt, _Terminated):
         reason, code = "interrupted while waiting (--wait)", 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    engine.rollback(fault_id, reason)
+    backend.rollback(fault_id, reason)
     click.echo(f"rolled back {fault_id}: {reason}", err=True)
     if code:
         raise click.exceptions.Exit(code)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
 from hostchaos.cli.common import DURATION, json_option, make_engine
 from hostchaos.errors import RollbackError, SpecError
-
-if TYPE_CHECKING:
-    from hostchaos.records import FaultRecord
 
 
 @click.command(name="list")
@@ -19,29 +16,28 @@ if TYPE_CHECKING:
 @json_option
 def list_faults(include_ended: bool, as_json: bool) -> None:
     """List open faults (with --all, ended ones too)."""
-    from hostchaos.cli.output import emit_json, record_summary, remaining, table
+    from hostchaos.cli.backend import get_backend
+    from hostchaos.cli.output import emit_json, printable, remaining, table
 
-    records, unreadable = make_engine().listing(include_ended=include_ended)
-    damaged = [{"id": bad.fault_id, "state": "unreadable", "path": str(bad.path),
-                "problem": bad.problem} for bad in unreadable]
+    found = get_backend().listing(include_ended)
+    views, damaged = found["faults"], found["unreadable"]
     if as_json:
-        emit_json([record_summary(r) for r in records] + damaged)
+        emit_json([printable(v) for v in views] + damaged)
         return
-    if not records and not damaged:
+    if not views and not damaged:
         click.echo("no faults" if include_ended else "no open faults")
         return
     rows = []
-    for record in records:
-        summary = record_summary(record)
-        state = record.state + (" (record damaged, read from its copy)" if record.salvaged
-                                else "")
-        rows.append([record.id, record.kind, state, summary["target"], remaining(record)])
+    for view in views:
+        state = view["state"] + (" (record damaged, read from its copy)" if view["salvaged"]
+                                 else "")
+        rows.append([view["id"], view["kind"], state, view["target"], remaining(view)])
     for bad in damaged:
         rows.append([bad["id"], "?", "UNREADABLE", bad["path"], "?"])
     click.echo(table(rows, ["ID", "KIND", "STATE", "TARGET", "LEFT"]))
-    for record in records:
-        for remark in record.remarks:
-            click.echo(f"{record.id}: {remark}")
+    for view in views:
+        for remark in view["remarks"]:
+            click.echo(f"{view['id']}: {remark}")
     for bad in damaged:
         click.echo(f"unreadable record {bad['path']}: {bad['problem']}; the host may still carry "
                    "its fault", err=True)
@@ -52,32 +48,30 @@ def list_faults(include_ended: bool, as_json: bool) -> None:
 @json_option
 def status(fault_id: str, as_json: bool) -> None:
     """Show one fault: its record and what the kernel says about it now."""
-    from hostchaos.cli.output import emit_json, record_summary, remaining
+    from hostchaos.cli.backend import get_backend
+    from hostchaos.cli.output import emit_json, printable, remaining
 
-    record, observed = make_engine().status(fault_id)
-    summary = record_summary(record)
-    summary["observed"] = observed
-    summary["events"] = record.events
+    view = get_backend().status(fault_id)
     if as_json:
-        emit_json(summary)
+        emit_json(printable(view))
         return
-    click.echo(f"{record.id}  {record.kind}  {record.state}")
-    click.echo(f"  target:   {summary['target']}")
-    click.echo(f"  spec:     {record.spec}")
-    click.echo(f"  expires:  {summary['expires_at']} ({remaining(record)} left)")
-    if record.lease_seconds:
-        click.echo(f"  lease:    {record.lease_seconds:g}s, renew by {summary['lease_expires_at']}")
-    if record.guardian:
-        alive = "alive" if record.guardian.alive() else "gone"
-        click.echo(f"  guardian: pid {record.guardian.pid} ({alive})")
-    if record.error:
-        click.echo(f"  error:    {record.error}")
-    if record.end_reason:
-        click.echo(f"  ended:    {summary['ended_at']} ({record.end_reason})")
-    for remark in record.remarks:
+    click.echo(f"{view['id']}  {view['kind']}  {view['state']}")
+    click.echo(f"  target:   {view['target']}")
+    click.echo(f"  spec:     {view['spec']}")
+    click.echo(f"  expires:  {view['expires_at']} ({remaining(view)} left)")
+    if view["lease_seconds"]:
+        click.echo(f"  lease:    {view['lease_seconds']:g}s, renew by {view['lease_expires_at']}")
+    if view["guardian_pid"]:
+        alive = "alive" if view["guardian_alive"] else "gone"
+        click.echo(f"  guardian: pid {view['guardian_pid']} ({alive})")
+    if view["error"]:
+        click.echo(f"  error:    {view['error']}")
+    if view["end_reason"]:
+        click.echo(f"  ended:    {view['ended_at']} ({view['end_reason']})")
+    for remark in view["remarks"]:
         click.echo(f"  remark:   {remark}")
-    if observed:
-        click.echo(f"  kernel:   {observed}")
+    if view["observed"]:
+        click.echo(f"  kernel:   {view['observed']}")
 
 
 @click.command()
@@ -87,15 +81,16 @@ def status(fault_id: str, as_json: bool) -> None:
 @json_option
 def extend(fault_id: str, duration: float | None, as_json: bool) -> None:
     """Renew a fault's lease, and with --for move its deadline."""
-    from hostchaos.cli.output import clock_time, emit_json, record_summary
+    from hostchaos.cli.backend import get_backend
+    from hostchaos.cli.output import clock_time, emit_json, printable, timestamp
 
-    record = make_engine().extend(fault_id, duration)
+    view = get_backend().extend(fault_id, duration)
     if as_json:
-        emit_json(record_summary(record))
+        emit_json(printable(view))
         return
-    line = f"{record.id} until {clock_time(record.expires_at)}"
-    if record.lease_expires_at:
-        line += f", lease renewed until {clock_time(record.lease_expires_at)}"
+    line = f"{view['id']} until {clock_time(timestamp(view['expires_at']))}"
+    if view["lease_expires_at"]:
+        line += f", lease renewed until {clock_time(timestamp(view['lease_expires_at']))}"
     click.echo(line)
 
 
@@ -105,33 +100,35 @@ def extend(fault_id: str, duration: float | None, as_json: bool) -> None:
 @json_option
 def rollback(fault_id: str | None, everything: bool, as_json: bool) -> None:
     """Take a fault (or --all faults) out of the host. Idempotent."""
-    from hostchaos.cli.output import emit_json, record_summary
+    from hostchaos.cli.backend import get_backend
+    from hostchaos.cli.output import emit_json, printable
 
     if bool(fault_id) == everything:
         raise SpecError("give exactly one of: a fault id, or --all")
-    engine = make_engine()
+    backend = get_backend()
     if fault_id:
-        record = engine.rollback(fault_id)
+        view = backend.rollback(fault_id)
         if as_json:
-            emit_json(record_summary(record))
+            emit_json(printable(view))
         else:
-            _echo_ended(record)
+            _echo_ended(view)
         return
-    done, errors = engine.rollback_all()
+    result = backend.rollback_all()
+    done, errors = result["rolled_back"], result["errors"]
     if as_json:
-        emit_json({"rolled_back": [r.id for r in done], "errors": errors})
+        emit_json({"rolled_back": [v["id"] for v in done], "errors": errors})
     else:
-        for record in done:
-            _echo_ended(record)
+        for view in done:
+            _echo_ended(view)
         if not done and not errors:
             click.echo("no open faults")
     if errors:
         raise RollbackError("; ".join(errors))
 
 
-def _echo_ended(record: FaultRecord) -> None:
-    click.echo(f"{record.id} {record.state}")
-    for remark in record.remarks:
+def _echo_ended(view: dict[str, Any]) -> None:
+    click.echo(f"{view['id']} {view['state']}")
+    for remark in view["remarks"]:
         click.echo(f"  remark: {remark}")
 
 

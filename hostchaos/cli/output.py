@@ -12,6 +12,9 @@ import click
 from hostchaos.quantities import format_duration
 from hostchaos.records import FaultRecord
 
+#: fields of a fault's view (hostchaos.agent.service) that --json leaves out: the text needs them
+EXTRA_KEYS = ("salvaged", "guardian_alive", "drift")
+
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -54,11 +57,28 @@ def _iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def remaining(record: FaultRecord) -> str:
-    left = record.expires_at - time.time()
-    if not record.is_open:
+def timestamp(iso: str) -> float:
+    """The epoch seconds of a time as a view holds it (ISO 8601, UTC)."""
+    return dt.datetime.fromisoformat(iso).timestamp()
+
+
+def is_open(view: dict[str, Any]) -> bool:
+    from hostchaos.records import OPEN_STATES
+
+    return view["state"] in OPEN_STATES
+
+
+def remaining(view: dict[str, Any]) -> str:
+    """Time left of a fault's view, as `list` and `status` show it."""
+    if not is_open(view):
         return "-"
+    left = timestamp(view["expires_at"]) - time.time()
     return format_duration(left) if left > 0 else "due"
+
+
+def printable(view: dict[str, Any]) -> dict[str, Any]:
+    """A view as --json prints it (without the fields only the text output uses)."""
+    return {k: v for k, v in view.items() if k not in EXTRA_KEYS}
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

@@ -156,7 +156,9 @@ class DiskFillFault(Fault):
             self.spec = dataclasses.replace(s, root_pid=pid,
                                             root_pid_start_ticks=procs.start_ticks(pid))
         elif s.container is None and not os.path.isabs(s.path):
-            self.spec = dataclasses.replace(s, path=os.path.abspath(s.path))
+            from hostchaos.system import caller  # the agent's client's cwd, or ours
+
+            self.spec = dataclasses.replace(s, path=caller.abspath(s.path, "--path"))
 
     def _open(self) -> int:
         from hostchaos.system import fill, procs

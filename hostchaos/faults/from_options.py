@@ -28,7 +28,8 @@ from the same mapping (durations such as ``"5m"`` or a number of seconds).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,21 +41,28 @@ from hostchaos.faults.options import SpecOption, spec_options
 TIMING = ("for", "lease")
 
 
-def known_options(kind: str) -> dict[str, SpecOption]:
+def known_options(kind: str, fault_class: Callable[[str], Any] | None = None
+                  ) -> dict[str, SpecOption]:
     """The options of ``kind`` by name (SpecError for an unknown kind)."""
-    from hostchaos.faults import fault_class
+    from hostchaos import faults
 
-    return {each.name: each for each in spec_options(fault_class(kind).spec_type)}
+    cls = (fault_class or faults.fault_class)(kind)
+    return {each.name: each for each in spec_options(cls.spec_type)}
 
 
-def spec_from_options(kind: str, options: Mapping[str, Any]) -> Spec:
-    """The validated spec of ``kind`` from an options mapping (see the module docstring)."""
-    from hostchaos.faults import fault_class
+def spec_from_options(kind: str, options: Mapping[str, Any], *,
+                      fault_class: Callable[[str], Any] | None = None) -> Spec:
+    """The validated spec of ``kind`` from an options mapping (see the module docstring).
 
+    ``fault_class`` looks a kind up (default: the registry; tests pass their fakes').
+    """
+    from hostchaos import faults
+
+    lookup = fault_class or faults.fault_class
     if not isinstance(options, Mapping):
         raise SpecError(f"{kind} options must be a mapping of option name to value, "
                         f"not {type(options).__name__}")
-    known = known_options(kind)
+    known = known_options(kind, lookup)
     unknown = sorted(str(name) for name in options if name not in known)
     if unknown:
         hint = " (for and lease go beside the options)" if set(unknown) & set(TIMING) else ""
@@ -64,13 +72,14 @@ def spec_from_options(kind: str, options: Mapping[str, Any]) -> Spec:
     for name, each in known.items():
         if name in options and options[name] is not None:
             values[each.field] = each.convert(options[name])
-        elif each.option.required:
+        elif each.required:
             raise SpecError(f"{kind}: missing option '{each.option.flag}' ({name})")
-    spec_type = fault_class(kind).spec_type
+    spec_type = lookup(kind).spec_type
     try:
-        return spec_type(**values)
+        spec: Spec = spec_type(**values)
     except TypeError as exc:  # a field without a default that is not marked required
         raise SpecError(f"{kind}: {exc}") from None
+    return spec
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,11 @@ def duration_value(raw: Any, what: str) -> float | None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         raise SpecError(f"{what} must be a duration such as 30s or 5m, not {raw!r}"[:200])
-    return parse_duration(str(raw), what=what)
+    if isinstance(raw, str):
+        return parse_duration(raw, what=what)
+    if not math.isfinite(raw) or raw <= 0:  # a number of seconds, used as it is
+        raise SpecError(f"{what} {str(raw)!r} must be greater than zero")
+    return float(raw)
 
 
 def fault_request(kind: str, options: Mapping[str, Any]) -> FaultRequest:

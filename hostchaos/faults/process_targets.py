@@ -20,7 +20,6 @@ boot id says which boot that was: a PID that is reused later never matches.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 import re
 from typing import Any
@@ -105,15 +104,19 @@ class ProcessTargetSpec(Spec):
 
 def protected() -> dict[int, str]:
     """PID -> why it is never a target, for the processes that protection is about now."""
-    me = os.getpid()
-    out = {me: "it is hostchaos itself", 1: "PID 1 (init) is protected"}
-    for pid in procs.ancestors(me):
-        out.setdefault(pid, "it runs the hostchaos command (an ancestor of it)")
-    session = procs.operator_session(me)
-    if session is not None:
-        out.setdefault(session, "it is the operator's SSH session")
-        for pid in procs.descendants(session):
-            out.setdefault(pid, "it belongs to the operator's SSH session")
+    from hostchaos.system import caller
+
+    out = {1: "PID 1 (init) is protected"}
+    # this process and, in the agent, the client that asked (its shell, its SSH session)
+    for me in caller.pids():
+        out.setdefault(me, "it is hostchaos itself")
+        for pid in procs.ancestors(me):
+            out.setdefault(pid, "it runs the hostchaos command (an ancestor of it)")
+        session = procs.operator_session(me)
+        if session is not None:
+            out.setdefault(session, "it is the operator's SSH session")
+            for pid in procs.descendants(session):
+                out.setdefault(pid, "it belongs to the operator's SSH session")
     return out
 
 

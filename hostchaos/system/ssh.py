@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,8 +12,11 @@ SSHD_NAMES = frozenset({"sshd", "sshd-session", "sshd-auth"})
 
 
 def ssh_connection_peer() -> tuple[str, int] | None:
-    """(client address, server port) from ``$SSH_CONNECTION``, if this runs under ssh."""
-    parts = os.environ.get("SSH_CONNECTION", "").split()
+    """(client address, server port) from ``$SSH_CONNECTION``, if this runs under ssh
+    (or, in the agent, if the client that asked does: see :mod:`hostchaos.system.caller`)."""
+    from hostchaos.system import caller
+
+    parts = (caller.getenv("SSH_CONNECTION") or "").split()
     if len(parts) != 4 or not parts[3].isdigit():
         return None
     return parts[0], int(parts[3])

@@ -123,5 +123,10 @@ def test_timing_beside_the_options() -> None:
     assert (request.duration, request.lease) == (300.0, 30.0)
     with pytest.raises(SpecError, match="not a duration"):
         fault_request("loss", {"iface": "eth0", "percent": 5, "for": "soon"})
+    tiny = fault_request("loss", {"iface": "eth0", "percent": 5, "for": 1e-05})
+    assert tiny.duration == 1e-05  # a number is seconds as it is, not re-parsed as text
+    for bad in (0, -1.5, float("inf"), float("nan")):
+        with pytest.raises(SpecError, match="greater than zero"):
+            fault_request("loss", {"iface": "eth0", "percent": 5, "for": bad})
     with pytest.raises(SpecError, match="must be a mapping"):
         fault_request("loss", ["iface"])  # type: ignore[arg-type]

@@ -16,6 +16,8 @@ import pytest
 from tests.support.cli import hostchaos, one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
+#: every test here runs twice: the engine in-process, and through a real agent
+pytestmark = pytest.mark.usefixtures("agent_mode")
 
 HOLD_LOCK = r"""
 import fcntl, os, sys, time

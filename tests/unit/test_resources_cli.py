@@ -12,6 +12,9 @@ from click.testing import CliRunner
 from hostchaos.cli import cli
 from tests.support.cli import hostchaos, one_line_error
 
+#: every test here runs twice: the engine in-process, and through a real agent
+pytestmark = pytest.mark.usefixtures("agent_mode")
+
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["cpu", "--pid", "4242", "--limit", "0%"], "--limit must be above 0%"),
