@@ -55,7 +55,7 @@ def _cgroups_v1() -> Iterator[None]:
 
 
 def inject(state_dir: Path, kind: str, *args: str) -> str:
-    result = hostchaos("inject", kind, *args, "--for", "2m", "--json", state_dir=state_dir)
+    result = hostchaos("inject", kind, *args, "--for", "10m", "--json", state_dir=state_dir)
     assert result.returncode == 0, result.stderr
     fault_id: str = json.loads(result.stdout)["id"]
     return fault_id
