@@ -51,6 +51,7 @@ from hostchaos.records import (
     ROLLING_BACK,
     FaultRecord,
 )
+from hostchaos.records import boottime as records_boottime
 from hostchaos.system.procs import ProcessRef, boot_id
 
 FaultFactory = Callable[[str, dict[str, Any]], Fault]
@@ -77,13 +78,17 @@ class Engine:
         fault_class: FaultClassLookup = faults.fault_class,
         spawn_guardian: GuardianSpawner | None = None,
         clock: Callable[[], float] = time.time,
+        boottime: Callable[[], float] = records_boottime,
     ) -> None:
         self.config = config
         self.journal = journal or Journal(config.state_dir)
         self.fault_factory = fault_factory
         self.fault_class = fault_class
         self.spawn_guardian = spawn_guardian
+        #: wall clock: for display and record keeping only
         self.clock = clock
+        #: CLOCK_BOOTTIME: what deadlines and leases are judged on
+        self.boottime = boottime
 
     def _locked(self, purpose: str) -> AbstractContextManager[None]:
         return self.journal.locked(purpose=purpose, timeout=self.config.lock_timeout)
@@ -141,14 +146,16 @@ class Engine:
                 self._refuse_overlap(fault, peers)
                 fault.peers, fault.state_dir = peers, self.journal.state_dir
                 fault.preflight()
-                now = self.clock()
+                now, boot_now = self.clock(), self.boottime()
                 me = ProcessRef.current()
                 record = FaultRecord(
                     id=fault_id, kind=spec.kind, spec=spec.to_dict(), summary=fault.describe(),
                     boot_id=boot_id(), created_at=now, expires_at=now + total,
+                    created_boottime=boot_now, expires_boottime=boot_now + total,
                     survives_reboot=fault.survives_reboot, lease_seconds=lease,
                     lease_expires_at=now + lease if lease else None,
-                    applier=me, actor=me, guardian=guardian,
+                    lease_expires_boottime=boot_now + lease if lease else None,
+                    applier=me, actor=me, holder=guardian,
                 )
                 record.transition(PENDING)
                 record.transition(APPLYING)  # one write: the guardian already runs
@@ -317,18 +324,21 @@ class Engine:
             record = self.journal.load(fault_id)
             if not record.is_open or record.state == ROLLBACK_FAILED:
                 raise ConflictError(f"fault {fault_id} is {record.state}; nothing to extend")
-            now = self.clock()
+            now, boot_now = self.clock(), self.boottime()
             if duration is not None:
-                limit = record.created_at + self.config.max_duration
-                if now + duration > limit + 1e-6:
+                limit = record.created_boottime + self.config.max_duration
+                if boot_now + duration > limit + 1e-6:
                     raise SpecError(
                         f"--for {format_duration(duration)} would keep {fault_id} past the cap "
                         f"max_duration={format_duration(self.config.max_duration)} "
-                        f"(at most {format_duration(max(limit - now, 0))} more)"
+                        f"(at most {format_duration(max(limit - boot_now, 0))} more)"
                     )
                 record.expires_at = now + duration
+                record.expires_boottime = boot_now + duration
             if record.lease_seconds is not None:
-                record.lease_expires_at = min(now + record.lease_seconds, record.expires_at)
+                record.lease_expires_boottime = min(boot_now + record.lease_seconds,
+                                                    record.expires_boottime)
+                record.lease_expires_at = now + (record.lease_expires_boottime - boot_now)
             self.journal.save(record)
             return record
 
@@ -375,11 +385,11 @@ class Engine:
             for tmp in self.journal.stale_temp_files():
                 tmp.unlink(missing_ok=True)
             this_boot = boot_id()
-            now = self.clock()
+            now, boot_now = self.clock(), self.boottime()
             peers = self._peers_of(records)
             for record in records:
                 try:
-                    self._sweep_one(record, this_boot, now, report, peers)
+                    self._sweep_one(record, this_boot, now, boot_now, report, peers)
                 except HostchaosError as exc:
                     report.failed.append({"id": record.id, "error": str(exc)})
                 except Exception as exc:  # a bug in one kind must not stop the sweep
@@ -403,7 +413,7 @@ class Engine:
             except HostchaosError as exc:
                 report.failed.append({"id": f"{kind} leftovers", "error": str(exc)})
 
-    def _sweep_one(self, record: FaultRecord, this_boot: str, now: float,
+    def _sweep_one(self, record: FaultRecord, this_boot: str, now: float, boot_now: float,
                    report: SweepReport, peers: list[Peer]) -> None:
         if not record.is_open:
             if record.ended_at and now - record.ended_at > KEEP_ENDED_SECONDS:
@@ -421,7 +431,7 @@ class Engine:
         if record.boot_id != this_boot:  # it survives reboots (a fill file): take it out now
             reason: str | None = "it outlived a reboot of the host"
         else:
-            reason = why_end(record, now, judge_guardian=True)
+            reason = why_end(record, boot_now, judge_holder=True)
         if record.salvaged and reason is None:
             reason = "its record was damaged (read from its copy)"
         if reason is None:

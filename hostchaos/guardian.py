@@ -117,11 +117,11 @@ def watch(fault_id: str, kind: str, spawner: ProcessRef) -> int:
 
     from hostchaos import faults
     from hostchaos.config import Config
-    from hostchaos.deadlines import why_end
+    from hostchaos.deadlines import next_due, why_end
     from hostchaos.engine import Engine
     from hostchaos.errors import HostchaosError
     from hostchaos.journal import RecordUnreadable
-    from hostchaos.records import ACTIVE
+    from hostchaos.records import ACTIVE, boottime
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -165,14 +165,13 @@ def watch(fault_id: str, kind: str, spawner: ProcessRef) -> int:
             last_good = record
         if not record.is_open:
             return 0
-        now = time.time()
-        reason = why_end(record, now, judge_guardian=False)
+        now = boottime()
+        reason = why_end(record, now, judge_holder=False)
         if reason is None:
             if record.state == ACTIVE and worker is not None and now >= next_work:
                 worker, next_work = _work(engine, worker, record, now)
-            next_due = min(record.expires_at, record.lease_expires_at or record.expires_at,
-                           next_work if worker is not None else record.expires_at)
-            time.sleep(min(POLL_SECONDS, max(next_due - time.time(), 0.01)))
+            due = min(next_due(record), next_work if worker is not None else next_due(record))
+            time.sleep(min(POLL_SECONDS, max(due - boottime(), 0.01)))
             continue
         _log(f"rolling back {fault_id}: {reason}")
         try:

@@ -110,6 +110,7 @@ def run_inject(spec_factory: Callable[[], Any], duration: float | None, lease: f
 
 def _wait_and_rollback(engine: Any, fault_id: str) -> None:
     from hostchaos.errors import ConflictError, TargetNotFoundError
+    from hostchaos.records import boottime
 
     def on_term(signum: int, frame: Any) -> None:
         raise _Terminated()
@@ -122,11 +123,11 @@ def _wait_and_rollback(engine: Any, fault_id: str) -> None:
             record = engine.journal.load(fault_id)
             if not record.is_open:
                 return
-            now = time.time()
-            if now >= record.expires_at:
+            now = boottime()  # the deadline clock: no clock fault moves it
+            if now >= record.expires_boottime:
                 break
             step = record.lease_seconds / 3 if record.lease_seconds else 1.0
-            time.sleep(max(0.05, min(step, record.expires_at - now)))
+            time.sleep(max(0.05, min(step, record.expires_boottime - now)))
             if record.lease_seconds:
                 try:
                     engine.extend(fault_id)

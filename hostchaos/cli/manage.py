@@ -67,9 +67,9 @@ def status(fault_id: str, as_json: bool) -> None:
     click.echo(f"  expires:  {summary['expires_at']} ({remaining(record)} left)")
     if record.lease_seconds:
         click.echo(f"  lease:    {record.lease_seconds:g}s, renew by {summary['lease_expires_at']}")
-    if record.guardian:
-        alive = "alive" if record.guardian.alive() else "gone"
-        click.echo(f"  guardian: pid {record.guardian.pid} ({alive})")
+    if record.holder:
+        alive = "alive" if record.holder.alive() else "gone"
+        click.echo(f"  warden:   pid {record.holder.pid} ({alive})")
     if record.error:
         click.echo(f"  error:    {record.error}")
     if record.end_reason:

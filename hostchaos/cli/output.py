@@ -40,7 +40,7 @@ def record_summary(record: FaultRecord) -> dict[str, Any]:
         "expires_at": _iso(record.expires_at),
         "lease_seconds": record.lease_seconds,
         "lease_expires_at": _iso(record.lease_expires_at),
-        "guardian_pid": record.guardian.pid if record.guardian else None,
+        "holder_pid": record.holder.pid if record.holder else None,
         "error": record.error,
         "ended_at": _iso(record.ended_at),
         "end_reason": record.end_reason,
@@ -55,7 +55,13 @@ def _iso(ts: float | None) -> str | None:
 
 
 def remaining(record: FaultRecord) -> str:
-    left = record.expires_at - time.time()
+    from hostchaos.records import boottime
+    from hostchaos.system.procs import boot_id
+
+    if record.boot_id == boot_id():  # the deadline clock, as the warden judges it
+        left = record.expires_boottime - boottime()
+    else:
+        left = record.expires_at - time.time()
     if not record.is_open:
         return "-"
     return format_duration(left) if left > 0 else "due"

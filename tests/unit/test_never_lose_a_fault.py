@@ -32,6 +32,7 @@ from hostchaos.journal import (
     LockBusy,
     RecordUnreadable,
 )
+from hostchaos.records import boottime
 from hostchaos.system.procs import ProcessRef, boot_id
 from tests.support.cli import hostchaos
 from tests.support.fakes import FakeSpec, factory, fault_class
@@ -217,7 +218,7 @@ def test_a_record_with_an_unknown_option_is_rolled_back_from_its_notes(
     other = engine.inject(FakeSpec(host_file=str(other_host), target="t2"))  # inject still works
     assert {r.id for r in engine.listing()[0]} == {old.id, other.id}
     assert "problem" in engine.status(old.id)[1]  # status says why, does not crash
-    engine.clock = lambda: time.time() + 10  # the first one's deadline has passed
+    engine.boottime = lambda: boottime() + 10  # the first one's deadline has passed
     report = engine.sweep()
     assert report.rolled_back == [{"id": old.id, "reason": "deadline reached"}]
     assert items(host) == {} and items(other_host)
@@ -265,7 +266,7 @@ def test_a_stale_rolling_back_record_whose_actor_died_is_rolled_back(
     host.write_text(json.dumps({"t1-0": True}))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    record = record_for(str(host), guardian=ProcessRef.current(),
+    record = record_for(str(host), holder=ProcessRef.current(),
                         actor=ProcessRef(dead.pid, 1))
     record.transition(ROLLING_BACK, "requested")
     engine = make_engine(state_dir, idle)
