@@ -319,6 +319,19 @@ class Journal:
         good.sort(key=lambda r: r.created_at)
         return good, bad
 
+    def record_names(self, *, ended: bool = False) -> list[str]:
+        """File names of the open (or ended) records, sorted; no file is read."""
+        return [p.name for p in self._listing(self.ended_dir if ended else self.faults_dir)]
+
+    def has_open_records(self) -> bool:
+        """Whether any open record file exists (one directory listing)."""
+        ended = set(self.record_names(ended=True))
+        return any(name not in ended for name in self.record_names())
+
+    def read_path(self, path: Path) -> FaultRecord:
+        """The record in ``path`` (or its copy); FileNotFoundError, RecordUnreadable."""
+        return self._read_or_copy(path)
+
     @staticmethod
     def _listing(directory: Path) -> list[Path]:
         try:

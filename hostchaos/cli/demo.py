@@ -15,7 +15,7 @@ def demo(ms: float, percent: float) -> None:
 
     Builds namespaces joined by a veth pair, measures round-trip time and loss
     with ping, injects latency and then loss through the normal engine (journal,
-    guardian, deadline), measures again, rolls back, measures again, and
+    warden, deadline), measures again, rolls back, measures again, and
     deletes the sandbox. Needs root and sch_netem. Nothing outside the sandbox
     changes.
     """

@@ -138,7 +138,7 @@ def _echo_ended(record: FaultRecord) -> None:
 @click.command()
 @json_option
 def sweep(as_json: bool) -> None:
-    """Roll back faults whose deadline or lease passed or whose guardian is gone.
+    """Roll back faults whose deadline or lease passed or whose warden is gone.
 
     Also closes records that a reboot already undid. A damaged record is
     rolled back from its copy; one that cannot be read at all is reported
@@ -148,7 +148,7 @@ def sweep(as_json: bool) -> None:
     from hostchaos.cli.output import emit_json
 
     started = time.monotonic()
-    report = make_engine().sweep()
+    report = make_engine(revive=False).sweep()
     data = report.to_dict()
     data["seconds"] = round(time.monotonic() - started, 3)
     if as_json:

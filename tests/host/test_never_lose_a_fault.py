@@ -279,7 +279,7 @@ def test_a_guardian_that_cannot_be_started_is_a_clean_error(state_dir: Path,
             env={**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir)}, cwd=REPO,
             capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 6, result.stderr
-        assert "cannot start the guardian process" in one_line_error(result)
+        assert "cannot start the warden" in one_line_error(result)
         assert nofile_of(victim) == original and open_records(state_dir) == []
     finally:
         wait_for(lambda: not (cgroup / "cgroup.procs").read_text().split(), 10)

@@ -110,3 +110,31 @@ def fault_class(kind: str) -> type[Fault]:
     from hostchaos import faults
 
     return faults.fault_class(kind)
+
+
+class IdleWarden:
+    """A stand-in warden for engine tests: an idle process that is alive but enforces nothing.
+
+    ``ensure`` starts it once (or again, once a test killed it); ``stop`` ends it.
+    """
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self._subprocess = subprocess
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def prestart(self) -> None:
+        pass
+
+    def ensure(self) -> Any:
+        from hostchaos.system.procs import ProcessRef
+
+        if not self.started or self.started[-1].poll() is not None:
+            self.started.append(self._subprocess.Popen(["sleep", "600"]))
+        return ProcessRef.of(self.started[-1].pid)
+
+    def stop(self) -> None:
+        for proc in self.started:
+            proc.kill()
+            proc.wait()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from hostchaos.engine import Engine
 from hostchaos.errors import ApplyError, ConflictError, RollbackError, SpecError
 from hostchaos.journal import FaultRecord, Journal
 from hostchaos.system.procs import ProcessRef
-from tests.support.fakes import REFUSE_ROLLBACK, FakeSpec, factory, fault_class
+from tests.support.fakes import REFUSE_ROLLBACK, FakeSpec, IdleWarden, factory, fault_class
 
 
 class Clock:
@@ -53,25 +52,17 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def guardians() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        proc.wait()
+def warden() -> Iterator[IdleWarden]:
+    idle = IdleWarden()
+    yield idle
+    idle.stop()
 
 
 @pytest.fixture
-def engine(state_dir: Path, clock: Clock, guardians: list[subprocess.Popen[bytes]]) -> Engine:
-    """An engine whose "guardians" are idle processes: alive, but enforcing nothing."""
-
-    def spawn(_fault_id: str, _kind: str) -> ProcessRef:
-        guardians.append(subprocess.Popen(["sleep", "600"]))
-        return ProcessRef.of(guardians[-1].pid)
-
+def engine(state_dir: Path, clock: Clock, warden: IdleWarden) -> Engine:
+    """An engine whose "warden" is an idle process: alive, but enforcing nothing."""
     return Engine(Config(state_dir=state_dir), fault_factory=factory, fault_class=fault_class,
-                  spawn_guardian=spawn,
-                  clock=clock, boottime=clock.boottime)
+                  warden=warden, clock=clock, boottime=clock.boottime)
 
 
 @pytest.fixture
@@ -132,16 +123,13 @@ def test_duration_cap_and_default(engine: Engine, host: Path) -> None:
     assert record.expires_at - record.created_at == pytest.approx(60)
 
 
-def test_overlapping_fault_refused(
-    engine: Engine, host: Path, guardians: list[subprocess.Popen[bytes]]
-) -> None:
+def test_overlapping_fault_refused(engine: Engine, host: Path, warden: IdleWarden) -> None:
     first = engine.inject(FakeSpec(host_file=str(host)))
     with pytest.raises(ConflictError, match=first.id):
         engine.inject(FakeSpec(host_file=str(host)))
-    # the guardian started for the refused fault is not left behind
-    assert guardians[-1].wait(timeout=5) is not None
-    assert guardians[0].poll() is None
-    engine.inject(FakeSpec(host_file=str(host), target="t2"))
+    second = engine.inject(FakeSpec(host_file=str(host), target="t2"))
+    # one warden holds every fault
+    assert len(warden.started) == 1 and first.holder == second.holder
 
 
 def test_sweep_rolls_back_expired_and_expired_leases(
@@ -171,7 +159,7 @@ def test_extend_respects_cap(engine: Engine, host: Path, clock: Clock) -> None:
         engine.extend(record.id, 3600)
 
 
-def test_sweep_rolls_back_fault_whose_guardian_is_gone(
+def test_sweep_rolls_back_fault_whose_warden_is_gone(
     engine: Engine, host: Path, state_dir: Path
 ) -> None:
     record = engine.inject(FakeSpec(host_file=str(host)))

@@ -61,14 +61,25 @@ def idle() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait()
 
 
+class _Idle:
+    """A stand-in warden: one idle process (kept in the test's list), enforcing nothing."""
+
+    def __init__(self, idle: list[subprocess.Popen[bytes]]) -> None:
+        self.idle = idle
+
+    def prestart(self) -> None:
+        pass
+
+    def ensure(self) -> ProcessRef:
+        if not self.idle or self.idle[-1].poll() is not None:
+            self.idle.append(subprocess.Popen(["sleep", "600"]))
+        return ProcessRef.of(self.idle[-1].pid)
+
+
 def make_engine(state_dir: Path, idle: list[subprocess.Popen[bytes]],
                 journal: Journal | None = None, **config: float) -> Engine:
-    def spawn(_fault_id: str, _kind: str) -> ProcessRef:
-        idle.append(subprocess.Popen(["sleep", "600"]))
-        return ProcessRef.of(idle[-1].pid)
-
     return Engine(Config(state_dir=state_dir, **config), journal=journal, fault_factory=factory,
-                  fault_class=fault_class, spawn_guardian=spawn)
+                  fault_class=fault_class, warden=_Idle(idle))
 
 
 def items(host: Path) -> dict[str, bool]:
