@@ -192,7 +192,9 @@ class Engine:
             except JournalError as exc:  # the fault is on the host but not marked active
                 self._abort_apply(fault, record, exc)
                 raise
-            return record
+        if holder is not None and self.warden is not None and not holder.alive():
+            self.warden.ensure()  # the warden died meanwhile: its successor adopts the fault
+        return record
 
     def revive_warden(self) -> ProcessRef | None:
         """Start a warden if open records exist and none guards them (every command does this).

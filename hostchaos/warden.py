@@ -153,7 +153,8 @@ def holder(state_dir: Path) -> ProcessRef | None:
 
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
-_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_IN_CLOSE_WRITE, _IN_MOVED_FROM, _IN_MOVED_TO = 0x8, 0x40, 0x80
+_IN_CREATE, _IN_DELETE = 0x100, 0x200
 _IN_DELETE_SELF, _IN_MOVE_SELF, _IN_Q_OVERFLOW, _IN_IGNORED = 0x400, 0x800, 0x4000, 0x8000
 _EVENT = struct.Struct("iIII")
 
@@ -166,8 +167,9 @@ class Inotify:
         fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
-        mask = (_IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE | _IN_DELETE_SELF
-                | _IN_MOVE_SELF)
+        # records are renamed into place; a write in place (from outside) is a close-write
+        mask = (_IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+                | _IN_DELETE_SELF | _IN_MOVE_SELF)
         if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
             err = ctypes.get_errno()
             os.close(fd)
@@ -214,6 +216,7 @@ class _Guarded:
     retry: float = FIRST_RETRY_SECONDS
     worker: Fault | None = None
     work_generation: int = 0
+    working: bool = False
     warned: bool = False
 
 
@@ -388,10 +391,11 @@ class Warden:
             left = next_due(record) - boottime()
             log(f"guarding {fault_id} ({record.state}, {max(left, 0):.1f} s left)")
             guarded.worker = self._worker(record)
-            if guarded.worker is not None and record.state == ACTIVE:
-                self._push(boottime(), fault_id, WORK, guarded.work_generation)
         else:
             guarded.record, guarded.stamp = record, stamp
+        if guarded.worker is not None and record.state == ACTIVE and not guarded.working:
+            guarded.working = True  # its first step now; each step says when the next is due
+            self._push(boottime(), fault_id, WORK, guarded.work_generation)
         if record.holder != self.me:
             self._unadopted.add(fault_id)
         self._schedule(fault_id)

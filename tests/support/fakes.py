@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +28,8 @@ class FakeSpec(Spec):
     steps: int = 3
     fail_at_step: int | None = None
     fail_rollback: bool = False
+    #: with a value, the fault "works" while active (like kill --interval) every so many seconds
+    work_every: float | None = None
 
     def __post_init__(self) -> None:
         require(self.steps > 0, "steps must be positive")
@@ -90,6 +93,13 @@ class FakeFault(Fault):
                 raise OSError("rollback refused")
             data.pop(note["key"], None)
             host.write(data)
+
+    def work(self, undo: UndoLog) -> float | None:
+        spec = self.spec
+        if not isinstance(spec, FakeSpec) or spec.work_every is None:
+            return None
+        undo.note("worked", at=time.time())
+        return spec.work_every
 
     def observe(self, undo: UndoLog) -> dict[str, Any]:
         data = FakeHost(Path(self.spec.host_file)).read()
