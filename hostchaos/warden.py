@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 from hostchaos.deadlines import next_due, why_end
 from hostchaos.errors import ApplyError, ConflictError, HostchaosError
 from hostchaos.records import ACTIVE, ROLLBACK_FAILED, FaultRecord, boottime
-from hostchaos.system.procs import ProcessRef
+from hostchaos.system.procs import ProcessRef, boot_id
 
 if TYPE_CHECKING:
     from hostchaos.engine import Engine
@@ -247,6 +247,7 @@ class Warden:
         self.rescan_seconds = rescan_seconds
         self.idle_seconds = idle_seconds
         self.me = ProcessRef.current()
+        self.boot = boot_id()
         self._guarded: dict[str, _Guarded] = {}
         self._heap: list[tuple[float, int, str, str, int]] = []
         self._seq = itertools.count()
@@ -381,7 +382,9 @@ class Warden:
             if guarded is not None:  # deleted while open: the fault may still be on the host
                 guarded.stamp = None
             return
-        if not record.is_open:
+        if not record.is_open or record.boot_id != self.boot:
+            # closed, or from another boot (its boottime values mean nothing now): sweep,
+            # which the boot unit runs, closes or rolls back those
             self._guarded.pop(fault_id, None)
             self._unadopted.discard(fault_id)
             return
@@ -501,8 +504,9 @@ class Warden:
         try:
             with self.journal.locked(purpose="warden exit", timeout=0.5):
                 records, _ = self.journal.scan()
-                if any(r.is_open for r in records):
-                    for record in records:
+                mine = [r for r in records if r.is_open and r.boot_id == self.boot]
+                if mine:
+                    for record in mine:
                         self._refresh(record.id)
                     return False
                 self.lock.release()  # before the state lock: inject then starts a new one
