@@ -71,6 +71,7 @@ def main() -> int:
     parser.add_argument("--write", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     victims = [subprocess.Popen(["sleep", "3600"]) for _ in range(args.faults)]
     original = soft_nofile(victims[0].pid)
     result: dict[str, object] = {}
@@ -107,8 +108,12 @@ def main() -> int:
                 time.sleep(0.2)
             records, unreadable = engine.journal.scan(include_ended=True)
             still_open = [r.id for r in records if r.is_open]
-            late = [r.ended_at - r.expires_at for r in records
-                    if not r.is_open and r.ended_at is not None]
+            ended = sorted((r for r in records if not r.is_open and r.ended_at is not None),
+                           key=lambda r: r.expires_at)
+            late = [r.ended_at - r.expires_at for r in ended]  # type: ignore[operator]
+            tenth = max(len(late) // 10, 1)
+            by_tenth = [round(max(late[i:i + tenth]) * 1000, 1)
+                        for i in range(0, len(late), tenth)]
             restored = sum(soft_nofile(p.pid) == original for p in victims)
             reasons: dict[str, int] = {}
             for r in records:
@@ -129,6 +134,8 @@ def main() -> int:
                 "lateness_ms_p99": round(pct(late, 0.99) * 1000, 1),
                 "lateness_ms_max": round(max(late) * 1000, 1),
                 "lateness_ms_min": round(min(late) * 1000, 1),
+                "lateness_ms_max_by_tenth_of_deadlines": by_tenth,
+                "load_average_1m_before": load_before,
                 "rolled_back": len(late),
                 "still_open": still_open,
                 "unreadable": len(unreadable),

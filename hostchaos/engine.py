@@ -223,6 +223,7 @@ class Engine:
         faults would otherwise parse a thousand records for each.
         """
         faults_dir = self.journal.faults_dir
+        prefix = f"{faults_dir}/"
         names = self.journal.record_names()
         ended = set(self.journal.record_names(ended=True))
         found: list[tuple[float, Peer]] = []
@@ -230,16 +231,15 @@ class Engine:
         for name in names:
             if name in ended:  # a crash mid-move: the ended copy wins
                 continue
-            path = faults_dir / name
             try:
-                info = os.stat(path, follow_symlinks=False)
+                info = os.stat(prefix + name, follow_symlinks=False)
             except OSError:
                 continue
             key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
             cached = self._peer_cache.get(name)
             if cached is None or cached[0] != key:
                 try:
-                    record = self.journal.read_path(path)
+                    record = self.journal.read_path(faults_dir / name)
                 except FileNotFoundError:
                     continue
                 except JournalError:

@@ -321,7 +321,14 @@ class Journal:
 
     def record_names(self, *, ended: bool = False) -> list[str]:
         """File names of the open (or ended) records, sorted; no file is read."""
-        return [p.name for p in self._listing(self.ended_dir if ended else self.faults_dir)]
+        directory = self.ended_dir if ended else self.faults_dir
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise JournalError(f"cannot list {directory}: {exc.strerror}") from exc
+        return sorted(n for n in names if n.endswith(".json") and not n.startswith("."))
 
     def has_open_records(self) -> bool:
         """Whether any open record file exists (one directory listing)."""
