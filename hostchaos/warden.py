@@ -287,29 +287,33 @@ class Warden:
         next_rescan = boottime() + self.rescan_seconds
         idle_since: float | None = None
         while stop is None or not stop.is_set():
-            now = boottime()
-            if now >= next_rescan:
-                self._watch()
-                self._rescan()
-                next_rescan = now + self.rescan_seconds
-            self._run_due()
-            if self._unadopted:
-                self._adopt()
-            if self.exit_when_idle:
-                if self._guarded:
-                    idle_since = None
-                elif idle_since is None:
-                    idle_since = now
-                elif now - idle_since >= self.idle_seconds and self._exit_if_idle():
-                    return
-            until = next_rescan
-            if self._heap:
-                until = min(until, self._heap[0][0])
-            if idle_since is not None:
-                until = min(until, idle_since + self.idle_seconds)
-            if stop is not None:
-                until = min(until, boottime() + 0.5)
-            self._sleep(until - boottime())
+            try:
+                now = boottime()
+                if now >= next_rescan:
+                    self._watch()
+                    self._rescan()
+                    next_rescan = now + self.rescan_seconds
+                self._run_due()
+                if self._unadopted:
+                    self._adopt()
+                if self.exit_when_idle:
+                    if self._guarded:
+                        idle_since = None
+                    elif idle_since is None:
+                        idle_since = now
+                    elif now - idle_since >= self.idle_seconds and self._exit_if_idle():
+                        return
+                until = next_rescan
+                if self._heap:
+                    until = min(until, self._heap[0][0])
+                if idle_since is not None:
+                    until = min(until, idle_since + self.idle_seconds)
+                if stop is not None:
+                    until = min(until, boottime() + 0.5)
+                self._sleep(until - boottime())
+            except Exception as exc:  # a bug must not leave every other fault unguarded
+                log(f"internal error, going on: {type(exc).__name__}: {exc}")
+                time.sleep(0.1)
 
     def _sleep(self, seconds: float) -> None:
         fds = [self._wake_read] + ([self._inotify.fd] if self._inotify else [])
@@ -430,7 +434,7 @@ class Warden:
         ids, self._unadopted = sorted(self._unadopted), set()
         try:
             self.engine.adopt(ids, self.me)
-        except HostchaosError as exc:  # e.g. a read-only state dir: still enforced from here
+        except Exception as exc:  # e.g. a read-only state dir: still enforced from here
             log(f"could not name myself the holder of {len(ids)} fault(s): {exc}")
 
     # -- acting -----------------------------------------------------------------------------
@@ -452,7 +456,7 @@ class Warden:
             return
         try:
             closed = self.engine.rollback(fault_id, reason, last_good=guarded.record)
-        except HostchaosError as exc:
+        except Exception as exc:  # HostchaosError, or a bug in one kind: retried, never fatal
             log(f"rollback of {fault_id} failed, retrying in {guarded.retry:g} s: {exc}")
             guarded.not_before = boottime() + guarded.retry
             guarded.retry = min(guarded.retry * 2, MAX_RETRY_SECONDS)
