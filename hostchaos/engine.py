@@ -63,8 +63,8 @@ FaultClassLookup = Callable[[str], type[Fault]]
 class WardenStarter(Protocol):
     """How the engine makes sure a warden guards the state directory (see hostchaos.warden)."""
 
-    def prestart(self) -> None:
-        """Start one early if none runs (before the state lock), so it is warm."""
+    def prestart(self, kind: str | None = None) -> None:
+        """Start one early if none runs (before the state lock), warm for ``kind``."""
 
     def ensure(self) -> ProcessRef:
         """The live warden (started if needed; called under the state lock); ApplyError if none."""
@@ -153,7 +153,7 @@ class Engine:
         self.journal.prepare()
         fault_id = new_fault_id(spec.kind)
         if self.warden is not None:
-            self.warden.prestart()  # warm by the time it is needed, if none runs
+            self.warden.prestart(spec.kind)  # warm by the time it is needed, if none runs
         with self._locked(f"inject {spec.kind} {fault_id}"):
             peers = self.peers()
             self._refuse_overlap(fault, peers)

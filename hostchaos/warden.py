@@ -393,7 +393,7 @@ class Warden:
             self._unadopted.discard(fault_id)
             return
         if guarded is None:
-            self._warm_up(record.kind)
+            self.warm_up(record.kind)
             guarded = self._guarded[fault_id] = _Guarded(record, stamp)
             left = next_due(record) - boottime()
             log(f"guarding {fault_id} ({record.state}, {max(left, 0):.1f} s left)")
@@ -407,7 +407,7 @@ class Warden:
             self._unadopted.add(fault_id)
         self._schedule(fault_id)
 
-    def _warm_up(self, kind: str) -> None:
+    def warm_up(self, kind: str) -> None:
         """Import what rolling back ``kind`` needs now, not at its first deadline."""
         if kind in self._warm:
             return
@@ -524,19 +524,22 @@ class Warden:
 class OnDemand:
     """Starts ``python -m hostchaos.warden`` for a state directory when none holds its lock.
 
-    ``prestart()`` (before the state lock) starts one early so it is warm;
+    ``prestart(kind)`` (before the state lock) starts one early, which takes
+    the lock and imports what rolling back ``kind`` needs before it answers;
     ``ensure()`` (under the state lock) returns the live warden, waiting for the
-    one it started to say it holds the lock. ApplyError if none can start.
+    one it started to answer: the fault is created only once its warden is
+    ready, so a slow start never eats into its deadline or lease. ApplyError if
+    none can start.
     """
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self._starting: _Starting | None = None
 
-    def prestart(self) -> None:
+    def prestart(self, kind: str | None = None) -> None:
         if self._starting is None and holder(self.state_dir) is None:
             with contextlib.suppress(ApplyError):
-                self._starting = spawn(self.state_dir)
+                self._starting = spawn(self.state_dir, warm=kind)
 
     def ensure(self) -> ProcessRef:
         found = holder(self.state_dir)
@@ -574,13 +577,14 @@ class _Starting:
             os.close(self.ready_fd)
 
 
-def spawn(state_dir: Path) -> _Starting:
+def spawn(state_dir: Path, warm: str | None = None) -> _Starting:
     """Start a warden for ``state_dir``, detached (double fork, new session, exec).
 
-    ApplyError if the kernel will not let it start (fork refused).
+    ``warm``: a kind whose rollback it makes ready before it answers. ApplyError
+    if the kernel will not let it start (fork refused).
     """
     argv = [sys.executable, "-m", "hostchaos.warden", "--state-dir", str(state_dir),
-            "--ready-fd", "3"]
+            "--ready-fd", "3", *(["--warm", warm] if warm else [])]
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
     try:
@@ -651,20 +655,24 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m hostchaos.warden")
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--ready-fd", type=int, default=None)
+    parser.add_argument("--warm", default=None, help="a kind to make ready before answering")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    config = dataclasses.replace(Config.load(), state_dir=Path(args.state_dir))
-    engine = Engine(config)
-    lock = WardenLock(config.state_dir)
+    lock = WardenLock(Path(args.state_dir))
     if not lock.acquire(wait=2.0):
         return 0  # another warden holds it: that one guards the faults
+    config = dataclasses.replace(Config.load(), state_dir=Path(args.state_dir))
+    engine = Engine(config)
+    warden = Warden(engine, exit_when_idle=True, lock=lock)
+    if args.warm:
+        warden.warm_up(args.warm)
     if args.ready_fd is not None:
         with contextlib.suppress(OSError):
             os.write(args.ready_fd, b"ready")
             os.close(args.ready_fd)
     log(f"warden of {config.state_dir} started")
-    Warden(engine, exit_when_idle=True, lock=lock).run()
+    warden.run()
     log("no fault is open: exiting")
     return 0
 

@@ -134,7 +134,7 @@ class IdleWarden:
         self._subprocess = subprocess
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def prestart(self) -> None:
+    def prestart(self, kind: str | None = None) -> None:
         pass
 
     def ensure(self) -> Any:

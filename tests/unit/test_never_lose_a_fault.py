@@ -67,7 +67,7 @@ class _Idle:
     def __init__(self, idle: list[subprocess.Popen[bytes]]) -> None:
         self.idle = idle
 
-    def prestart(self) -> None:
+    def prestart(self, kind: str | None = None) -> None:
         pass
 
     def ensure(self) -> ProcessRef:

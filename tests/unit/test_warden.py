@@ -31,7 +31,7 @@ from tests.support.fakes import FakeSpec, factory, fault_class
 class HostedHere:
     """The warden runs in this process (as in the agent): it is the holder."""
 
-    def prestart(self) -> None:
+    def prestart(self, kind: str | None = None) -> None:
         pass
 
     def ensure(self) -> ProcessRef:
@@ -80,7 +80,13 @@ def wait(predicate: object, timeout: float) -> None:
 
 
 def items(host: Path) -> dict[str, bool]:
-    return json.loads(host.read_text()) if host.exists() else {}
+    """The fake host, read while the warden may be writing it (not atomically): retried."""
+    for _ in range(100):
+        try:
+            return json.loads(host.read_text()) if host.exists() else {}
+        except json.JSONDecodeError:
+            time.sleep(0.005)
+    raise AssertionError(f"{host} stays unreadable")
 
 
 def test_every_fault_ends_at_its_deadline(running: tuple[Engine, Warden],
@@ -96,16 +102,16 @@ def test_every_fault_ends_at_its_deadline(running: tuple[Engine, Warden],
         assert ended.end_reason == "deadline reached"
         late = ended.ended_at - ended.expires_at  # type: ignore[operator]
         assert -0.01 <= late < 0.5, (record.id, late)
-    assert warden.open_ids == []
+    wait(lambda: warden.open_ids == [], 2)
 
 
 def test_a_renewed_lease_moves_the_timer_and_a_lapsed_one_ends_it(
         running: tuple[Engine, Warden], tmp_path: Path) -> None:
     engine, _ = running
     host = tmp_path / "host.json"
-    record = engine.inject(FakeSpec(host_file=str(host)), duration=30, lease=0.6)
-    for _ in range(4):  # renewed for 1.2 s: still there
-        time.sleep(0.3)
+    record = engine.inject(FakeSpec(host_file=str(host)), duration=30, lease=1.0)
+    for _ in range(8):  # renewed for 1.6 s: still there
+        time.sleep(0.2)
         engine.extend(record.id)
     assert engine.journal.load(record.id).is_open
     wait(lambda: not engine.journal.load(record.id).is_open, 5)
