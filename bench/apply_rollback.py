@@ -102,6 +102,8 @@ def main() -> int:
         results[f"tc-root-{leaf[0]}"] = timed(args.rounds, tc_root)
         results["tc-same-tree"] = timed(args.rounds, tc_tree)
         assert pair.tc_config() == before, "benchmark left a qdisc behind"
+        # the namespace handles' shared mount point, which the temporary directory holds
+        subprocess.run(["umount", "--lazy", f"{state}/netns"], capture_output=True, check=False)
 
     summary = {
         name: {"median_ms": round(statistics.median(v), 3),
