@@ -5,6 +5,7 @@ Layout under the state directory (``$HOSTCHAOS_STATE_DIR``, default
 hostchaos runs as (root)::
 
     lock                      holder of the state lock (pid, purpose), for messages
+    warden.lock, warden.log   held by the live warden (see :mod:`hostchaos.warden`), its log
     faults/<id>.json          one record per open fault
     faults/.<id>.json.copy    the same record again: the last good copy
     faults/ended/<id>.json    records of ended faults (kept a week for `list --all`)

@@ -549,7 +549,8 @@ class OnDemand:
                 starting = spawn(self.state_dir)
             starting.wait_ready(START_TIMEOUT)
             found = holder(self.state_dir)
-        else:
+        elif self._starting is not None:  # another warden got there first
+            self._starting.close()
             self._starting = None
         if found is None or found.pid == 0:
             raise ApplyError(f"cannot start the warden that enforces the fault's deadline (see "
@@ -570,11 +571,17 @@ class _Starting:
         return state_letter(self.pid) not in (None, "Z", "X")
 
     def wait_ready(self, timeout: float) -> bool:
+        """Whether it answered that it holds the lock (and is warm) within ``timeout``."""
         try:
             ready, _, _ = select.select([self.ready_fd], [], [], timeout)
             return bool(ready) and os.read(self.ready_fd, 16) == b"ready"
         finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.ready_fd >= 0:
             os.close(self.ready_fd)
+            self.ready_fd = -1
 
 
 def spawn(state_dir: Path, warm: str | None = None) -> _Starting:
