@@ -15,8 +15,9 @@ same run:
 
 - engine: ``Engine.inject`` + ``Engine.rollback`` (journal record written before
   each change, lock, preflight, HTB tree + class + netem + IPv4/IPv6 filters),
-  without spawning a guardian process;
-- engine+guardian: the same plus the detached guardian the CLI spawns;
+  without a warden;
+- engine+warden: the same with the on-demand warden the CLI uses (started once,
+  then held open by the faults; earlier versions spawned a guardian per fault);
 - tc-root-netem: ``tc qdisc add ... root netem delay 100ms`` then ``tc qdisc del``
   (what most chaos tools do: two subprocesses);
 - tc-same-tree: the same HTB tree hostchaos builds, built by six ``tc`` calls.
@@ -36,12 +37,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hostchaos import guardian
 from hostchaos.config import Config
 from hostchaos.engine import Engine
 from hostchaos.faults.latency import LatencySpec
 from hostchaos.faults.rate import RateSpec
 from hostchaos.sandbox import NetnsPair
+from hostchaos.warden import OnDemand
 
 
 def timed(rounds: int, one: Callable[[], None]) -> list[float]:
@@ -75,7 +76,7 @@ def main() -> int:
         leaf = (["netem", "delay", "100ms"] if args.kind == "latency"
                 else ["tbf", "rate", "1mbit", "burst", "3000", "limit", "31250"])
         plain = Engine(Config(state_dir=Path(state)))
-        with_guardian = Engine(Config(state_dir=Path(state)), spawn_guardian=guardian.spawn)
+        with_warden = Engine(Config(state_dir=Path(state)), warden=OnDemand(Path(state)))
         os.environ["HOSTCHAOS_STATE_DIR"] = state
 
         def engine_pair(engine: Engine) -> Callable[[], None]:
@@ -97,10 +98,12 @@ def main() -> int:
 
         before = pair.tc_config()
         results["engine"] = timed(args.rounds, engine_pair(plain))
-        results["engine+guardian"] = timed(args.rounds, engine_pair(with_guardian))
+        results["engine+warden"] = timed(args.rounds, engine_pair(with_warden))
         results[f"tc-root-{leaf[0]}"] = timed(args.rounds, tc_root)
         results["tc-same-tree"] = timed(args.rounds, tc_tree)
         assert pair.tc_config() == before, "benchmark left a qdisc behind"
+        # the namespace handles' shared mount point, which the temporary directory holds
+        subprocess.run(["umount", "--lazy", f"{state}/netns"], capture_output=True, check=False)
 
     summary = {
         name: {"median_ms": round(statistics.median(v), 3),

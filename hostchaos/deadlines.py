@@ -1,4 +1,8 @@
-"""When a fault must end, and what a sweep did: the rules sweep and the guardian share."""
+"""When a fault must end, and what a sweep did: the rules sweep and the warden share.
+
+Deadlines and leases are judged on CLOCK_BOOTTIME (:func:`hostchaos.records.boottime`),
+which no clock fault, NTP step or ``date -s`` moves.
+"""
 
 from __future__ import annotations
 
@@ -33,21 +37,31 @@ class SweepReport:
         }
 
 
-def why_end(record: FaultRecord, now: float, *, judge_guardian: bool) -> str | None:
-    """The reason ``record`` must be rolled back now, or None if it may stay."""
+def why_end(record: FaultRecord, boot_now: float, *, judge_holder: bool) -> str | None:
+    """The reason ``record`` must be rolled back now, or None if it may stay.
+
+    ``boot_now`` is the time on CLOCK_BOOTTIME (the record must be of this boot).
+    """
     if record.state == ROLLBACK_FAILED:
         return "retrying a failed rollback"
-    if now >= record.expires_at:
+    if boot_now >= record.expires_boottime:
         return "deadline reached"
-    if record.lease_expires_at is not None and now >= record.lease_expires_at:
+    if record.lease_expires_boottime is not None and boot_now >= record.lease_expires_boottime:
         return "lease expired without renewal"
     actor = record.actor or record.applier
     if record.state in (PENDING, APPLYING) and (actor is None or not actor.alive()):
         return "the injecting process died during apply"
     if record.state == ROLLING_BACK and (record.actor is None or not record.actor.alive()):
         return "the process rolling it back died"
-    if judge_guardian and record.state == ACTIVE and (
-        record.guardian is None or not record.guardian.alive()
+    if judge_holder and record.state == ACTIVE and (
+        record.holder is None or not record.holder.alive()
     ):
-        return "its guardian is gone"
+        return "its warden is gone"
     return None
+
+
+def next_due(record: FaultRecord) -> float:
+    """When (on CLOCK_BOOTTIME) ``record`` must end at the latest: its deadline or its lease."""
+    if record.lease_expires_boottime is None:
+        return record.expires_boottime
+    return min(record.expires_boottime, record.lease_expires_boottime)

@@ -7,7 +7,8 @@ It owns the state machine of every fault::
                   +-> (apply failed) -> failed      +-> rollback-failed (sticky, retried by sweep)
 
 and the dead-man's switch: each fault gets a deadline (and optionally a lease)
-that a guardian process, not the injecting one, enforces.
+that the warden (:mod:`hostchaos.warden`), not the injecting process, enforces;
+deadlines are judged on CLOCK_BOOTTIME, which no clock fault moves.
 
 Two rules keep a fault from being lost:
 
@@ -21,11 +22,12 @@ Two rules keep a fault from being lost:
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 from hostchaos import faults
 from hostchaos.config import Config
@@ -51,11 +53,23 @@ from hostchaos.records import (
     ROLLING_BACK,
     FaultRecord,
 )
+from hostchaos.records import boottime as records_boottime
 from hostchaos.system.procs import ProcessRef, boot_id
 
 FaultFactory = Callable[[str, dict[str, Any]], Fault]
 FaultClassLookup = Callable[[str], type[Fault]]
-GuardianSpawner = Callable[[str, str], ProcessRef]
+
+
+class WardenStarter(Protocol):
+    """How the engine makes sure a warden guards the state directory (see hostchaos.warden)."""
+
+    def prestart(self, kind: str | None = None) -> None:
+        """Start one early if none runs (before the state lock), warm for ``kind``."""
+
+    def ensure(self) -> ProcessRef:
+        """The live warden (started if needed; called under the state lock); ApplyError if none."""
+        ...
+
 
 #: ended records are kept this long for `list --all` and `status`, then pruned by sweep
 KEEP_ENDED_SECONDS = 7 * 86400
@@ -75,15 +89,22 @@ class Engine:
         journal: Journal | None = None,
         fault_factory: FaultFactory = faults.build,
         fault_class: FaultClassLookup = faults.fault_class,
-        spawn_guardian: GuardianSpawner | None = None,
+        warden: WardenStarter | None = None,
         clock: Callable[[], float] = time.time,
+        boottime: Callable[[], float] = records_boottime,
     ) -> None:
         self.config = config
         self.journal = journal or Journal(config.state_dir)
         self.fault_factory = fault_factory
         self.fault_class = fault_class
-        self.spawn_guardian = spawn_guardian
+        #: starts the warden on demand; None: whoever made the engine guards its faults
+        self.warden = warden
+        #: open faults as last read, by record file: (file identity, created_at, peer or None)
+        self._peer_cache: dict[str, tuple[tuple[int, int, int, int], float, Peer | None]] = {}
+        #: wall clock: for display and record keeping only
         self.clock = clock
+        #: CLOCK_BOOTTIME: what deadlines and leases are judged on
+        self.boottime = boottime
 
     def _locked(self, purpose: str) -> AbstractContextManager[None]:
         return self.journal.locked(purpose=purpose, timeout=self.config.lock_timeout)
@@ -131,53 +152,106 @@ class Engine:
         spec = fault.spec  # as resolved: a container's pid, a host's addresses ...
         self.journal.prepare()
         fault_id = new_fault_id(spec.kind)
-        # The guardian starts first, so it is warm (imports done) by the time the
-        # fault exists; it waits for the record and leaves if none ever appears.
-        guardian = self.spawn_guardian(fault_id, spec.kind) if self.spawn_guardian else None
-        saved = False
-        try:
-            with self._locked(f"inject {spec.kind} {fault_id}"):
-                peers = self.peers()
-                self._refuse_overlap(fault, peers)
-                fault.peers, fault.state_dir = peers, self.journal.state_dir
-                fault.preflight()
-                now = self.clock()
-                me = ProcessRef.current()
-                record = FaultRecord(
-                    id=fault_id, kind=spec.kind, spec=spec.to_dict(), summary=fault.describe(),
-                    boot_id=boot_id(), created_at=now, expires_at=now + total,
-                    survives_reboot=fault.survives_reboot, lease_seconds=lease,
-                    lease_expires_at=now + lease if lease else None,
-                    applier=me, actor=me, guardian=guardian,
-                )
-                record.transition(PENDING)
-                record.transition(APPLYING)  # one write: the guardian already runs
-                self.journal.save(record)
-                saved = True
-                undo = UndoLog(record, self.journal)
-                try:
-                    fault.apply(undo)
-                except BaseException as exc:
-                    self._abort_apply(fault, record, exc)
-                    if isinstance(exc, HostchaosError | KeyboardInterrupt | SystemExit):
-                        raise
-                    raise ApplyError(f"applying {record.id} failed: {exc}; "
-                                     "its partial work was rolled back") from exc
-                record.transition(ACTIVE)
-                record.actor = None
-                try:
-                    self.journal.save(record)
-                except JournalError as exc:  # the fault is on the host but not marked active
-                    self._abort_apply(fault, record, exc)
+        if self.warden is not None:
+            self.warden.prestart(spec.kind)  # warm by the time it is needed, if none runs
+        with self._locked(f"inject {spec.kind} {fault_id}"):
+            peers = self.peers()
+            self._refuse_overlap(fault, peers)
+            fault.peers, fault.state_dir = peers, self.journal.state_dir
+            fault.preflight()
+            # under the state lock: a warden deciding to exit does so before or after this
+            # fault exists, never while it is being written
+            holder = self.warden.ensure() if self.warden is not None else None
+            now, boot_now = self.clock(), self.boottime()
+            me = ProcessRef.current()
+            record = FaultRecord(
+                id=fault_id, kind=spec.kind, spec=spec.to_dict(), summary=fault.describe(),
+                boot_id=boot_id(), created_at=now, expires_at=now + total,
+                created_boottime=boot_now, expires_boottime=boot_now + total,
+                survives_reboot=fault.survives_reboot, lease_seconds=lease,
+                lease_expires_at=now + lease if lease else None,
+                lease_expires_boottime=boot_now + lease if lease else None,
+                applier=me, actor=me, holder=holder,
+            )
+            record.transition(PENDING)
+            record.transition(APPLYING)  # one write: the warden already runs
+            self.journal.save(record)
+            undo = UndoLog(record, self.journal)
+            try:
+                fault.apply(undo)
+            except BaseException as exc:
+                self._abort_apply(fault, record, exc)
+                if isinstance(exc, HostchaosError | KeyboardInterrupt | SystemExit):
                     raise
-                return record
-        finally:
-            if guardian is not None and not saved:
-                guardian.terminate()
+                raise ApplyError(f"applying {record.id} failed: {exc}; "
+                                 "its partial work was rolled back") from exc
+            record.transition(ACTIVE)
+            record.actor = None
+            try:
+                self.journal.save(record)
+            except JournalError as exc:  # the fault is on the host but not marked active
+                self._abort_apply(fault, record, exc)
+                raise
+        if holder is not None and self.warden is not None and not holder.alive():
+            self.warden.ensure()  # the warden died meanwhile: its successor adopts the fault
+        return record
+
+    def revive_warden(self) -> ProcessRef | None:
+        """Start a warden if open records exist and none guards them (every command does this).
+
+        The new warden rolls back at once whatever became overdue meanwhile.
+        """
+        if self.warden is None or not self.journal.has_open_records():
+            return None
+        return self.warden.ensure()
+
+    def adopt(self, fault_ids: list[str], holder: ProcessRef) -> None:
+        """Name ``holder`` (a warden that took over) the holder of these open faults."""
+        with self._locked("warden adopts faults"):
+            for fault_id in fault_ids:
+                record = self.journal.find(fault_id)
+                if record is not None and record.is_open and record.holder != holder:
+                    record.holder = holder
+                    self.journal.save(record)
 
     def peers(self) -> list[Peer]:
-        """Every open fault the journal can read, with its spec where it still validates."""
-        return self._peers_of(self.journal.scan()[0])
+        """Every open fault the journal can read, with its spec where it still validates.
+
+        Read afresh from the journal every time, but a record file whose identity
+        (inode, size, times: a replaced record is a new inode) has not changed
+        since the last call is not parsed again: a warden rolling back a thousand
+        faults would otherwise parse a thousand records for each.
+        """
+        faults_dir = self.journal.faults_dir
+        prefix = f"{faults_dir}/"
+        names = self.journal.record_names()
+        ended = set(self.journal.record_names(ended=True))
+        found: list[tuple[float, Peer]] = []
+        seen: dict[str, tuple[tuple[int, int, int, int], float, Peer | None]] = {}
+        for name in names:
+            if name in ended:  # a crash mid-move: the ended copy wins
+                continue
+            try:
+                info = os.stat(prefix + name, follow_symlinks=False)
+            except OSError:
+                continue
+            key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            cached = self._peer_cache.get(name)
+            if cached is None or cached[0] != key:
+                try:
+                    record = self.journal.read_path(faults_dir / name)
+                except FileNotFoundError:
+                    continue
+                except JournalError:
+                    continue  # unreadable: reported by sweep and list
+                peers = self._peers_of([record])
+                cached = (key, record.created_at, peers[0] if peers else None)
+            seen[name] = cached
+            if cached[2] is not None:
+                found.append((cached[1], cached[2]))
+        self._peer_cache = seen
+        found.sort(key=lambda item: item[0])
+        return [peer for _, peer in found]
 
     def _peers_of(self, records: list[FaultRecord]) -> list[Peer]:
         out = []
@@ -264,7 +338,7 @@ class Engine:
             raise JournalError(
                 f"{record.id} was rolled back on the host, but its record could not be "
                 f"closed ({exc}); once the state directory is writable again, run `hostchaos "
-                f"rollback {record.id}` to close it (its guardian keeps retrying too)") from exc
+                f"rollback {record.id}` to close it (its warden keeps retrying too)") from exc
 
     def _rollback_host(self, fault: Fault, record: FaultRecord, reason: str) -> None:
         """Take the fault out of the host; the journal is written only as far as it can be."""
@@ -317,18 +391,21 @@ class Engine:
             record = self.journal.load(fault_id)
             if not record.is_open or record.state == ROLLBACK_FAILED:
                 raise ConflictError(f"fault {fault_id} is {record.state}; nothing to extend")
-            now = self.clock()
+            now, boot_now = self.clock(), self.boottime()
             if duration is not None:
-                limit = record.created_at + self.config.max_duration
-                if now + duration > limit + 1e-6:
+                limit = record.created_boottime + self.config.max_duration
+                if boot_now + duration > limit + 1e-6:
                     raise SpecError(
                         f"--for {format_duration(duration)} would keep {fault_id} past the cap "
                         f"max_duration={format_duration(self.config.max_duration)} "
-                        f"(at most {format_duration(max(limit - now, 0))} more)"
+                        f"(at most {format_duration(max(limit - boot_now, 0))} more)"
                     )
                 record.expires_at = now + duration
+                record.expires_boottime = boot_now + duration
             if record.lease_seconds is not None:
-                record.lease_expires_at = min(now + record.lease_seconds, record.expires_at)
+                record.lease_expires_boottime = min(boot_now + record.lease_seconds,
+                                                    record.expires_boottime)
+                record.lease_expires_at = now + (record.lease_expires_boottime - boot_now)
             self.journal.save(record)
             return record
 
@@ -359,8 +436,11 @@ class Engine:
         return record, observed
 
     # -- sweep ----------------------------------------------------------------------
-    def sweep(self) -> SweepReport:
+    def sweep(self, *, orphans: bool = True) -> SweepReport:
         """Roll back every fault whose deadline, lease or holder is gone; close reboot leftovers.
+
+        ``orphans=False`` leaves active faults whose holder is gone (the agent,
+        which is about to adopt them with their original deadlines).
 
         Needs no write access to roll back: a full or read-only state directory
         still gets its faults taken out (their records are closed later).
@@ -375,11 +455,12 @@ class Engine:
             for tmp in self.journal.stale_temp_files():
                 tmp.unlink(missing_ok=True)
             this_boot = boot_id()
-            now = self.clock()
+            now, boot_now = self.clock(), self.boottime()
             peers = self._peers_of(records)
             for record in records:
                 try:
-                    self._sweep_one(record, this_boot, now, report, peers)
+                    self._sweep_one(record, this_boot, now, boot_now, report, peers,
+                                    orphans=orphans)
                 except HostchaosError as exc:
                     report.failed.append({"id": record.id, "error": str(exc)})
                 except Exception as exc:  # a bug in one kind must not stop the sweep
@@ -403,8 +484,8 @@ class Engine:
             except HostchaosError as exc:
                 report.failed.append({"id": f"{kind} leftovers", "error": str(exc)})
 
-    def _sweep_one(self, record: FaultRecord, this_boot: str, now: float,
-                   report: SweepReport, peers: list[Peer]) -> None:
+    def _sweep_one(self, record: FaultRecord, this_boot: str, now: float, boot_now: float,
+                   report: SweepReport, peers: list[Peer], *, orphans: bool = True) -> None:
         if not record.is_open:
             if record.ended_at and now - record.ended_at > KEEP_ENDED_SECONDS:
                 self.journal.remove(record.id)
@@ -421,7 +502,7 @@ class Engine:
         if record.boot_id != this_boot:  # it survives reboots (a fill file): take it out now
             reason: str | None = "it outlived a reboot of the host"
         else:
-            reason = why_end(record, now, judge_guardian=True)
+            reason = why_end(record, boot_now, judge_holder=orphans)
         if record.salvaged and reason is None:
             reason = "its record was damaged (read from its copy)"
         if reason is None:

@@ -5,6 +5,7 @@ Layout under the state directory (``$HOSTCHAOS_STATE_DIR``, default
 hostchaos runs as (root)::
 
     lock                      holder of the state lock (pid, purpose), for messages
+    warden.lock, warden.log   held by the live warden (see :mod:`hostchaos.warden`), its log
     faults/<id>.json          one record per open fault
     faults/.<id>.json.copy    the same record again: the last good copy
     faults/ended/<id>.json    records of ended faults (kept a week for `list --all`)
@@ -318,6 +319,26 @@ class Journal:
                 bad.append(UnreadableRecord(path, exc.problem))
         good.sort(key=lambda r: r.created_at)
         return good, bad
+
+    def record_names(self, *, ended: bool = False) -> list[str]:
+        """File names of the open (or ended) records, sorted; no file is read."""
+        directory = self.ended_dir if ended else self.faults_dir
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise JournalError(f"cannot list {directory}: {exc.strerror}") from exc
+        return sorted(n for n in names if n.endswith(".json") and not n.startswith("."))
+
+    def has_open_records(self) -> bool:
+        """Whether any open record file exists (one directory listing)."""
+        ended = set(self.record_names(ended=True))
+        return any(name not in ended for name in self.record_names())
+
+    def read_path(self, path: Path) -> FaultRecord:
+        """The record in ``path`` (or its copy); FileNotFoundError, RecordUnreadable."""
+        return self._read_or_copy(path)
 
     @staticmethod
     def _listing(directory: Path) -> list[Path]:

@@ -17,9 +17,10 @@ from typing import Any
 
 from hostchaos.system.procs import ProcessRef
 
-FORMAT_VERSION = 2
-#: formats this version reads: 1 had no ``actor``
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+#: formats this version reads: 1 had no ``actor``; 1 and 2 had no boottime deadlines
+#: (derived from the wall-clock ones when read) and called the holder ``guardian``
+READABLE_FORMATS = (1, 2, 3)
 
 PENDING = "pending"
 APPLYING = "applying"
@@ -35,7 +36,16 @@ STATES = OPEN_STATES + ENDED_STATES
 
 #: what a fault id may look like (hc-<kind>-<8 hex> in practice); anything else is not a fault
 FAULT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-#: how long a command waits for the state lock before saying who holds it
+
+
+def boottime() -> float:
+    """Seconds on CLOCK_BOOTTIME: the clock deadlines are judged on.
+
+    It counts from boot (suspend included) and no clock fault, NTP step or
+    ``date -s`` moves it; its values mean something only within the boot the
+    record's ``boot_id`` names.
+    """
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 @dataclass
@@ -49,13 +59,21 @@ class FaultRecord:
     created_at: float
     expires_at: float
     survives_reboot: bool
+    #: the deadline on CLOCK_BOOTTIME (see :func:`boottime`); ``expires_at`` is for display.
+    #: None when made (or read from an old format) with wall-clock times only: then derived
+    #: from them once, on creation, for this boot
+    expires_boottime: float = None  # type: ignore[assignment]
+    #: when it was created, on CLOCK_BOOTTIME (the max_duration cap counts from here)
+    created_boottime: float = None  # type: ignore[assignment]
     state: str = PENDING
     #: the fault's one-line description, as it was when applied
     summary: str | None = None
     lease_seconds: float | None = None
     lease_expires_at: float | None = None
+    lease_expires_boottime: float | None = None
     undo: list[dict[str, Any]] = field(default_factory=list)
-    guardian: ProcessRef | None = None
+    #: the process enforcing its deadline and lease (the warden, or the agent hosting it)
+    holder: ProcessRef | None = None
     applier: ProcessRef | None = None
     #: the process changing the host for this fault right now (applying or rolling back)
     actor: ProcessRef | None = None
@@ -65,6 +83,14 @@ class FaultRecord:
     events: list[dict[str, Any]] = field(default_factory=list)
     #: not stored: the record was read from its copy because the file itself was damaged
     salvaged: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.expires_boottime is None or self.created_boottime is None:
+            offset = boottime() - time.time()
+            self.created_boottime = self.created_at + offset
+            self.expires_boottime = self.expires_at + offset
+            if self.lease_expires_at is not None:
+                self.lease_expires_boottime = self.lease_expires_at + offset
 
     @property
     def is_open(self) -> bool:
@@ -103,9 +129,12 @@ class FaultRecord:
             "expires_at": self.expires_at,
             "lease_seconds": self.lease_seconds,
             "lease_expires_at": self.lease_expires_at,
+            "created_boottime": self.created_boottime,
+            "expires_boottime": self.expires_boottime,
+            "lease_expires_boottime": self.lease_expires_boottime,
             "survives_reboot": self.survives_reboot,
             "undo": self.undo,
-            "guardian": self.guardian.to_dict() if self.guardian else None,
+            "holder": self.holder.to_dict() if self.holder else None,
             "applier": self.applier.to_dict() if self.applier else None,
             "actor": self.actor.to_dict() if self.actor else None,
             "error": self.error,
@@ -131,20 +160,32 @@ class FaultRecord:
         fault_id = _typed(data, "id", str)
         if not FAULT_ID.fullmatch(fault_id):
             raise ValueError(f"bad fault id {fault_id!r}")
+        created_at, expires_at = float(data["created_at"]), float(data["expires_at"])
+        lease_expires_at = _opt_float(data.get("lease_expires_at"))
+        created_boot: float | None = None  # older formats: derived from the wall clock
+        expires_boot: float | None = None
+        lease_boot: float | None = None
+        if version >= 3:
+            created_boot = float(data["created_boottime"])
+            expires_boot = float(data["expires_boottime"])
+            lease_boot = _opt_float(data.get("lease_expires_boottime"))
         return cls(
             id=fault_id,
             kind=_typed(data, "kind", str),
             spec=_typed(data, "spec", dict),
             boot_id=_typed(data, "boot_id", str),
-            created_at=float(data["created_at"]),
-            expires_at=float(data["expires_at"]),
+            created_at=created_at,
+            expires_at=expires_at,
             survives_reboot=bool(data["survives_reboot"]),
+            expires_boottime=expires_boot,  # type: ignore[arg-type]
+            created_boottime=created_boot,  # type: ignore[arg-type]
             state=state,
             summary=data["summary"] if isinstance(data.get("summary"), str) else None,
             lease_seconds=_opt_float(data.get("lease_seconds")),
-            lease_expires_at=_opt_float(data.get("lease_expires_at")),
+            lease_expires_at=lease_expires_at,
+            lease_expires_boottime=lease_boot,
             undo=undo,
-            guardian=ProcessRef.from_dict(data.get("guardian")),
+            holder=ProcessRef.from_dict(data.get("holder", data.get("guardian"))),
             applier=ProcessRef.from_dict(data.get("applier")),
             actor=ProcessRef.from_dict(data.get("actor")),
             error=data.get("error"),

@@ -14,8 +14,8 @@ node_exporter's textfile collector.
   ``ok`` or the error's type);
 - ``hostchaos_rollback_duration_seconds{kind}``: how long its rollbacks took;
 - ``hostchaos_deadline_lateness_seconds``: for every fault that ended because
-  its deadline or lease passed (whoever rolled it back: the guardian today,
-  the warden later), its end time minus that deadline; noticed at the next
+  its deadline or lease passed (whoever rolled it back: the warden
+  or a command), its end time minus that deadline; noticed at the next
   scrape or textfile write after it ended.
 """
 

@@ -37,7 +37,7 @@ def listen_fds() -> list[int]:
         return []
     fds = list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)  # not for the guardians this process starts
+        os.environ.pop(name, None)  # not for the warden this process starts
     return fds
 
 

@@ -1,8 +1,10 @@
 """`hostchaos agent`: the API on a unix socket, served by uvicorn, with sd_notify and a watchdog.
 
-Start-up, in this order: sweep the journal (faults whose deadline, lease or
-guardian is gone are rolled back; the rest keep their original deadlines),
-start deadline enforcement (:meth:`Agent._start_deadline_enforcement`), bind
+Start-up, in this order: sweep the journal (faults past their deadline or
+lease are rolled back, records a reboot undid are closed), make sure a warden
+guards the rest with their original deadlines
+(:meth:`Agent._start_deadline_enforcement`: the warden is a process of its own,
+so the dead-man's switch never depends on the agent staying up), bind
 the socket, serve, and only then tell systemd READY=1. While serving, uvicorn's
 main loop ticks every 0.1 s on the event loop; each tick that is due sends
 WATCHDOG=1 (so a wedged event loop stops the petting and systemd restarts the
@@ -163,11 +165,13 @@ class Agent:
     """The hostchaos agent of one state directory: sweep, serve the API, roll back on stop."""
 
     def __init__(self, config: Config) -> None:
-        from hostchaos import guardian
         from hostchaos.engine import Engine
+        from hostchaos.warden import OnDemand
 
         self.config = config
-        self.engine = Engine(config, spawn_guardian=guardian.spawn)
+        # the warden stays a process of its own (the CLI's on-demand one): a crashed or
+        # wedged agent never takes deadline enforcement down with it
+        self.engine = Engine(config, warden=OnDemand(config.state_dir))
         self.metrics = AgentMetrics(self.engine.journal)
         self.service = FaultService(self.engine, metrics=self.metrics)
         self.sockets: list[socket.socket] = []
@@ -175,21 +179,19 @@ class Agent:
         self._agent_lock: int | None = None
 
     def _start_deadline_enforcement(self) -> None:
-        """Where the agent starts enforcing deadlines and leases. THE hook for the warden.
+        """Make sure a warden guards the journal: the one that runs, or a new one.
 
-        Today every fault has its own guardian process, spawned by the Engine
-        when the fault is injected (through the API exactly as from the CLI),
-        and a sweep at start-up has just rolled back every fault whose
-        guardian is gone; so there is nothing to start here. When
-        ``hostchaos.warden`` lands, this becomes::
-
-            self._warden_stop = threading.Event()
-            self._warden = Warden(self.engine)
-            threading.Thread(target=self._warden.run, args=(self._warden_stop,),
-                             name="warden", daemon=True).start()
-
-        and the service calls ``self._warden.wake()`` after each change.
+        The start-up sweep left active faults whose warden is gone (a crash
+        took it): the new warden adopts them, rolls back at once what is
+        overdue and keeps the original deadlines of the rest.
         """
+        try:
+            warden = self.engine.revive_warden()
+        except HostchaosError as exc:  # serve anyway: sweep is the next line of defence
+            log(WARNING, "cannot start the warden", error=exc)
+            return
+        if warden is not None:
+            log(INFO, "the warden guards the open faults", pid=warden.pid)
 
     def hold_agent_lock(self) -> None:
         """One agent per state directory: flock ``agent.lock`` for the agent's lifetime.
@@ -219,7 +221,7 @@ class Agent:
     def sweep(self) -> None:
         self.metrics.journal_collector.start()
         try:
-            report = self.engine.sweep()
+            report = self.engine.sweep(orphans=False)  # a new warden adopts those
         except Exception as exc:  # serve anyway: list and rollback must stay possible
             log(WARNING, "start-up sweep failed", error=exc)
             return
@@ -283,8 +285,8 @@ class Agent:
                                                reason=f"the agent stopped ({name})",
                                                wait=STOP_WAIT_SECONDS)
         except HostchaosError as exc:
-            log(WARNING, "rollback at stop failed; the guardians and the next sweep take over",
-                error=exc)
+            log(WARNING, "rollback at stop failed; the next hostchaos command's warden and "
+                "the next sweep take over", error=exc)
             return RollbackError.exit_code
         for message in result["errors"]:
             log(WARNING, "rollback at stop failed", error=message)

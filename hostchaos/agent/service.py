@@ -3,7 +3,8 @@
 A *view* of a fault is the dict the CLI prints with ``--json``
 (:func:`hostchaos.cli.output.record_summary`) plus a few fields the CLI needs
 to print text without the record itself (``output.EXTRA_KEYS``: whether the
-record was read from its copy, whether its guardian lives, the drift between
+record was read from its copy, whether its warden lives, the time left on the
+deadline clock, the drift between
 record and kernel). The agent answers with views and the in-process CLI makes
 the same ones, so the output is the same either way by construction.
 
@@ -50,11 +51,12 @@ class Client:
 
 def fault_view(record: FaultRecord) -> dict[str, Any]:
     """The record as the CLI prints it (``record_summary``), plus ``output.EXTRA_KEYS``."""
-    from hostchaos.cli.output import record_summary
+    from hostchaos.cli.output import record_summary, seconds_left
 
     view = record_summary(record)
     view["salvaged"] = record.salvaged
-    view["guardian_alive"] = record.guardian.alive() if record.guardian else None
+    view["holder_alive"] = record.holder.alive() if record.holder else None
+    view["seconds_left"] = seconds_left(record)
     view["drift"] = None
     return view
 

@@ -67,10 +67,12 @@ def _wants_json() -> bool:
 def cli(debug: bool) -> None:
     """Inject real faults into this host or its containers, and always take them back out.
 
-    Every fault has a deadline (--for) enforced by a detached guardian process,
-    so it is rolled back even if hostchaos itself is killed. Faults are
-    recorded in a journal before the host is changed; `hostchaos sweep` rolls
-    back anything whose deadline passed or whose guardian is gone.
+    Every fault has a deadline (--for) enforced by the warden, one detached
+    process per state directory (started when needed, gone when no fault is
+    open), so it is rolled back even if hostchaos itself is killed; any command
+    restarts a killed warden. Faults are recorded in a journal before the host
+    is changed; `hostchaos sweep` rolls back anything whose deadline passed or
+    whose warden is gone.
 
     \b
     Examples:

@@ -27,10 +27,11 @@ def agent(socket_path: Path | None, group: str | None, tcp: str | None,
           metrics_textfile: Path | None) -> None:
     """Serve the hostchaos API (HTTP/1.1 + JSON) on a unix socket.
 
-    Sweeps the journal first (faults past their deadline, or whose guardian is
-    gone, are rolled back), then serves; tells systemd READY=1 once serving and
-    pets its watchdog. SIGTERM rolls every open fault back and exits 0. While
-    it answers, the other hostchaos commands go through it.
+    Sweeps the journal first (faults past their deadline or lease are rolled
+    back), makes sure the warden (a process of its own) guards the rest with
+    their original deadlines, then serves; tells systemd READY=1 once serving
+    and pets its watchdog. SIGTERM rolls every open fault back and exits 0.
+    While it answers, the other hostchaos commands go through it.
 
     \b
     Example:
@@ -50,7 +51,7 @@ def agent(socket_path: Path | None, group: str | None, tcp: str | None,
 
         tcp_address(tcp)  # bad input before anything starts
     code = Agent(config).run()
-    # Every open fault has been rolled back (or left to its guardian and the next sweep):
+    # Every open fault has been rolled back (or left to its warden and the next sweep):
     # exit now, without waiting for a request thread that may still be stuck in the kernel.
     sys.stdout.flush()
     sys.stderr.flush()

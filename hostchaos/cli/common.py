@@ -40,11 +40,26 @@ def json_option(func: F) -> F:
                         help="Print machine-readable JSON on stdout.")(func)
 
 
-def make_engine() -> Engine:
-    from hostchaos import guardian
+def make_engine(*, revive: bool = True) -> Engine:
+    """The engine, with the on-demand warden; ``revive``: restart a dead warden now.
+
+    Every command but `sweep` revives: if open faults exist and no warden
+    guards them (it was killed), a new one starts and rolls back at once what
+    is overdue. A warden that cannot start is a warning here, not a failure:
+    the command itself still runs (and sweep remains the next line of defence).
+    """
     from hostchaos.config import Config
     from hostchaos.engine import Engine
+    from hostchaos.errors import HostchaosError
+    from hostchaos.warden import OnDemand
 
-    return Engine(Config.load(), spawn_guardian=guardian.spawn)
+    config = Config.load()
+    engine = Engine(config, warden=OnDemand(config.state_dir))
+    if revive:
+        try:
+            engine.revive_warden()
+        except HostchaosError as exc:
+            click.echo(f"hostchaos: warning: {exc}", err=True)
+    return engine
 
 

@@ -16,8 +16,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 TIMING_HELP = """\b
 Every fault ends: at --for (default 60s, capped by max_duration in
 /etc/hostchaos/config.toml, default 1h), or earlier when a --lease is not
-renewed with `hostchaos extend ID`. A detached guardian process enforces
-this even if this command is killed."""
+renewed with `hostchaos extend ID`. The warden (one detached process
+for all faults) enforces this even if this command is killed."""
 
 
 class InjectGroup(click.Group):
@@ -112,7 +112,7 @@ def run_inject(kind: str, options: dict[str, Any], duration: float | None,
 
 
 def _wait_and_rollback(backend: Any, fault_id: str) -> None:
-    from hostchaos.cli.output import is_open, timestamp
+    from hostchaos.cli.output import is_open
     from hostchaos.errors import ConflictError, TargetNotFoundError
 
     def on_term(signum: int, frame: Any) -> None:
@@ -126,13 +126,12 @@ def _wait_and_rollback(backend: Any, fault_id: str) -> None:
             view = backend.peek(fault_id)
             if not is_open(view):
                 return
-            now = time.time()
-            expires_at = timestamp(view["expires_at"])
-            if now >= expires_at:
+            left = view.get("seconds_left")  # the deadline clock: no clock fault moves it
+            if left is None or left <= 0:
                 break
             lease = view["lease_seconds"]
             step = lease / 3 if lease else 1.0
-            time.sleep(max(0.05, min(step, expires_at - now)))
+            time.sleep(max(0.05, min(step, left)))
             if lease:
                 try:
                     backend.extend(fault_id, None)

@@ -61,9 +61,9 @@ def status(fault_id: str, as_json: bool) -> None:
     click.echo(f"  expires:  {view['expires_at']} ({remaining(view)} left)")
     if view["lease_seconds"]:
         click.echo(f"  lease:    {view['lease_seconds']:g}s, renew by {view['lease_expires_at']}")
-    if view["guardian_pid"]:
-        alive = "alive" if view["guardian_alive"] else "gone"
-        click.echo(f"  guardian: pid {view['guardian_pid']} ({alive})")
+    if view["holder_pid"]:
+        alive = "alive" if view["holder_alive"] else "gone"
+        click.echo(f"  warden:   pid {view['holder_pid']} ({alive})")
     if view["error"]:
         click.echo(f"  error:    {view['error']}")
     if view["end_reason"]:
@@ -135,7 +135,7 @@ def _echo_ended(view: dict[str, Any]) -> None:
 @click.command()
 @json_option
 def sweep(as_json: bool) -> None:
-    """Roll back faults whose deadline or lease passed or whose guardian is gone.
+    """Roll back faults whose deadline or lease passed or whose warden is gone.
 
     Also closes records that a reboot already undid. A damaged record is
     rolled back from its copy; one that cannot be read at all is reported
@@ -145,7 +145,7 @@ def sweep(as_json: bool) -> None:
     from hostchaos.cli.output import emit_json
 
     started = time.monotonic()
-    report = make_engine().sweep()
+    report = make_engine(revive=False).sweep()
     data = report.to_dict()
     data["seconds"] = round(time.monotonic() - started, 3)
     if as_json:

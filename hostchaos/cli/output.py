@@ -13,7 +13,7 @@ from hostchaos.quantities import format_duration
 from hostchaos.records import FaultRecord
 
 #: fields of a fault's view (hostchaos.agent.service) that --json leaves out: the text needs them
-EXTRA_KEYS = ("salvaged", "guardian_alive", "drift")
+EXTRA_KEYS = ("salvaged", "holder_alive", "drift", "seconds_left")
 
 
 def emit_json(data: Any) -> None:
@@ -43,7 +43,7 @@ def record_summary(record: FaultRecord) -> dict[str, Any]:
         "expires_at": _iso(record.expires_at),
         "lease_seconds": record.lease_seconds,
         "lease_expires_at": _iso(record.lease_expires_at),
-        "guardian_pid": record.guardian.pid if record.guardian else None,
+        "holder_pid": record.holder.pid if record.holder else None,
         "error": record.error,
         "ended_at": _iso(record.ended_at),
         "end_reason": record.end_reason,
@@ -68,11 +68,25 @@ def is_open(view: dict[str, Any]) -> bool:
     return view["state"] in OPEN_STATES
 
 
+def seconds_left(record: FaultRecord) -> float | None:
+    """Seconds until the deadline, on the deadline clock as the warden judges it."""
+    from hostchaos.records import boottime
+    from hostchaos.system.procs import boot_id
+
+    if not record.is_open:
+        return None
+    if record.boot_id == boot_id():
+        return record.expires_boottime - boottime()
+    return record.expires_at - time.time()
+
+
 def remaining(view: dict[str, Any]) -> str:
     """Time left of a fault's view, as `list` and `status` show it."""
     if not is_open(view):
         return "-"
-    left = timestamp(view["expires_at"]) - time.time()
+    left = view.get("seconds_left")
+    if left is None:
+        left = timestamp(view["expires_at"]) - time.time()
     return format_duration(left) if left > 0 else "due"
 
 

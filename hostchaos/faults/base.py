@@ -140,7 +140,7 @@ class Fault(ABC):
 
     @classmethod
     def warm_up(cls) -> None:
-        """Import what rollback needs now, so a guardian rolls back without delay later."""
+        """Import what rollback needs now, so the warden rolls back without delay later."""
         return None
 
     def conflicts(self, peer: Peer) -> str | None:
@@ -158,9 +158,9 @@ class Fault(ABC):
     def work(self, undo: UndoLog) -> float | None:
         """One step of work the fault does while it is active (a gradual fill, a kill loop).
 
-        The guardian calls it while the fault is active; it returns the seconds
+        The warden calls it while the fault is active; it returns the seconds
         until the next step, or None when there is nothing (more) to do. It
-        must keep each step short: the guardian enforces the deadline between
+        must keep each step short: the warden enforces every deadline between
         steps.
         """
         return None

@@ -56,7 +56,7 @@ class DiskFillSpec(Spec):
         "--include-reserve", "Take root's reserved blocks too (off: services see a full "
         "disk while root, hostchaos included, can still write).", default=False)
     rate: int | None = option("--rate", "Fill gradually at this many bytes per second "
-                              "(50M/s); the guardian grows the file.", default=None,
+                              "(50M/s); the warden grows the file.", default=None,
                               parse=lambda t: parse_byte_rate(t, what="--rate"),
                               metavar="SIZE/s")
     container: str | None = option("--container", "Fill --path as this container sees it "
@@ -114,14 +114,14 @@ class DiskFillFault(Fault):
     filesystem has no fallocate, e.g. ext2). ENOSPC means the target is
     reached. ``--percent`` is the Use% df then shows; by default root's
     reserved blocks stay free, so root (and hostchaos) can still write.
-    ``--rate`` grows the file gradually from the fault's guardian process.
+    ``--rate`` grows the file gradually from the warden process.
     The record, with the file's name, is written before the file exists.
 
     Rollback: checks the file is still the one created (device and inode),
     truncates it to 0 (so the space comes back even while another process
     holds it open) and unlinks it. Survives a reboot: the file stays, so
     `hostchaos sweep` (run it at boot) removes fill files of past boots and
-    of dead guardians. On the filesystem of hostchaos's own state directory
+    of a dead warden. On the filesystem of hostchaos's own state directory
     the fill leaves the room a record needs, so rollback is still journaled.
 
     Example: ``sudo hostchaos inject disk-fill --path /var/lib/mysql --percent 95 --for 10m``

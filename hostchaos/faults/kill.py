@@ -49,7 +49,7 @@ class KillFault(Fault):
     Mechanism: each chosen process is noted in the record by identity (pid,
     start time, the time it was signalled) before its signal goes out through
     a pidfd checked against that identity, so a reused pid is never hit. With
-    --interval the fault's guardian chooses again at every tick and signals
+    --interval the warden chooses again at every tick and signals
     whatever matches then, noting each kill. PID 1, kernel threads, hostchaos
     and its callers, and the operator's SSH session are never chosen.
 

@@ -7,7 +7,7 @@ below); then ``--count N`` or ``--percent P`` keeps a random subset, the same
 one for the same ``--seed``.
 
 Never touched, whatever the selection says: PID 1, kernel threads, hostchaos
-itself (CLI, guardians, the agent) and every ancestor of the process that
+itself (CLI, the warden, the agent) and every ancestor of the process that
 injects (its shell, sudo, terminal...), and the operator's SSH session (the
 sshd process serving the command) with everything below it. An explicit
 ``--pid`` naming one of those is refused (exit 5, naming the reason); a

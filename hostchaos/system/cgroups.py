@@ -68,7 +68,7 @@ class Gone(TargetNotFoundError):
 
 
 def warm_up() -> None:
-    """Import what rollback needs (cgroupspy, /proc helpers) ahead of time, for guardians."""
+    """Import what rollback needs (cgroupspy, /proc helpers) ahead of time, for the warden."""
     import cgroupspy.nodes  # noqa: F401
 
     import hostchaos.system.procs  # noqa: F401

@@ -172,7 +172,7 @@ def all_pids() -> list[int]:
 
 
 def is_hostchaos(pid: int) -> bool:
-    """Is ``pid`` this process, or a hostchaos CLI, guardian or daemon?
+    """Is ``pid`` this process, or a hostchaos CLI, warden or daemon?
 
     Recognised by command line: ``python -m hostchaos[.anything]`` or an
     executable named ``hostchaos``.

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,9 +35,11 @@ def socket_path() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def rate_body(pair: NetnsPair, duration: str = "5m") -> dict[str, object]:
+def rate_body(pair: NetnsPair, duration: str = "5m",
+              dst: str | None = None) -> dict[str, object]:
     return {"kind": "rate", "for": duration,
-            "options": {"netns": pair.a, "iface": pair.iface_a, "rate": "2mbit"}}
+            "options": {"netns": pair.a, "iface": pair.iface_a, "rate": "2mbit",
+                        **({"dst": [dst]} if dst else {})}}
 
 
 def test_inject_get_delete_a_real_rate_fault(pair: NetnsPair, state_dir: Path,
@@ -169,19 +172,35 @@ def test_kill_9_of_the_agent_leaves_the_deadline_enforced(pair: NetnsPair, state
 
 def test_start_up_sweeps_and_keeps_live_faults_with_their_deadlines(
         pair: NetnsPair, state_dir: Path, socket_path: Path) -> None:
+    """Faults whose warden was killed: the agent's start rolls back the overdue one at once
+    and has a new warden adopt the other, with its original deadline."""
     before = pair.tc_config()
     orphan = json.loads(hostchaos("inject", "rate", "--netns", pair.a, "--iface",
-                                  pair.iface_a, "--rate", "2mbit", "--json",
-                                  state_dir=state_dir).stdout)
-    os.kill(orphan["guardian_pid"], signal.SIGKILL)  # its guardian is gone: sweep's to take
-    wait_for(lambda: not Path(f"/proc/{orphan['guardian_pid']}").exists(), timeout=10)
+                                  pair.iface_a, "--rate", "2mbit", "--dst", "10.7.7.7/32",
+                                  "--for", "5m", "--json", state_dir=state_dir).stdout)
+    overdue = json.loads(hostchaos("inject", "rate", "--netns", pair.a, "--iface",
+                                   pair.iface_a, "--rate", "3mbit", "--dst", "10.9.9.9/32",
+                                   "--for", "2s", "--json", state_dir=state_dir).stdout)
+    warden = orphan["holder_pid"]
+    assert overdue["holder_pid"] == warden
+    first = next(r for r in records(state_dir) if r["id"] == orphan["id"])
+    os.kill(warden, signal.SIGKILL)  # the warden is gone, and nothing else runs meanwhile
+    wait_for(lambda: not Path(f"/proc/{warden}").exists(), timeout=10)
+    time.sleep(2.5)  # the 2 s fault is overdue now
     with running_agent(state_dir, socket_path):
-        record = next(r for r in records(state_dir) if r["id"] == orphan["id"])
-        assert record["state"] == "rolled-back" and "guardian is gone" in record["end_reason"]
-        assert pair.tc_config() == before
-        status, live = call(socket_path, "POST", "/v1/faults", rate_body(pair))
-        assert status == 201
-    # SIGTERM rolled it back; the next agent must not find it; a fault left by a killed agent
+        ended = next(r for r in records(state_dir) if r["id"] == overdue["id"])
+        assert ended["state"] == "rolled-back" and ended["end_reason"] == "deadline reached"
+
+        def adopted() -> dict[str, Any]:
+            return next(r for r in records(state_dir) if r["id"] == orphan["id"])
+        wait_for(lambda: adopted()["holder"]["pid"] not in (None, warden), timeout=10)
+        assert adopted()["state"] == "active"
+        assert adopted()["expires_boottime"] == first["expires_boottime"]  # its own deadline
+        status, live = call(socket_path, "POST", "/v1/faults",
+                            rate_body(pair, dst="10.8.8.8/32"))
+        assert status == 201, live
+    assert pair.tc_config() == before  # SIGTERM rolled both back
+    # a fault left by a killed agent: its warden (a process of its own) still guards it
     agent = start_agent(state_dir, socket_path)
     try:
         status, kept = call(socket_path, "POST", "/v1/faults", rate_body(pair))
@@ -189,7 +208,7 @@ def test_start_up_sweeps_and_keeps_live_faults_with_their_deadlines(
         agent.kill()
         agent.wait()
         time.sleep(0.2)
-        with running_agent(state_dir, socket_path):  # its guardian lives: it stays
+        with running_agent(state_dir, socket_path):  # its warden lives: it stays
             status, again = call(socket_path, "GET", f"/v1/faults/{kept['id']}")
             assert status == 200 and again["state"] == "active"
             assert again["expires_at"] == kept["expires_at"]
@@ -243,7 +262,7 @@ def test_inject_wait_renews_the_lease_through_the_agent(pair: NetnsPair, state_d
         assert 2.5 <= took < 15, took  # the 1 s lease was renewed until the 3 s deadline
         fault_id = result.stdout.strip()
         record = next(r for r in records(state_dir) if r["id"] == fault_id)
-        # at the deadline the command and the guardian race to roll it back; either may win
+        # at the deadline the command and the warden race to roll it back; either may win
         assert record["end_reason"] in ("deadline reached (--wait)", "deadline reached")
         assert ("deadline reached (--wait)" in result.stderr) == (
             record["end_reason"] == "deadline reached (--wait)")
@@ -338,11 +357,12 @@ def test_the_clients_ancestors_are_protected_through_the_agent(state_dir: Path,
 
 
 @pytest.mark.parametrize("note", [1, 2, 3])
-def test_kill_9_of_the_agent_mid_apply_is_rolled_back_by_the_guardian(
+def test_kill_9_of_the_agent_mid_apply_is_rolled_back_by_the_warden(
         note: int, pair: NetnsPair, state_dir: Path, socket_path: Path,
         tmp_path: Path) -> None:
     """The agent is parked right after undo note N (the crash hook), in the thread serving
-    the request, and killed: the fault's guardian sees its applier gone and rolls back."""
+    the request, and killed: the warden (a process of its own) sees the fault's applier gone
+    and rolls it back."""
     import threading
 
     before = pair.tc_config()
@@ -371,8 +391,8 @@ def test_kill_9_of_the_agent_mid_apply_is_rolled_back_by_the_guardian(
 def test_sigterm_with_a_request_stuck_in_the_engine_still_exits(
         pair: NetnsPair, state_dir: Path, socket_path: Path, tmp_path: Path) -> None:
     """A request parked mid-apply (crash hook) holds the engine and the state lock: SIGTERM
-    still ends the agent (exit 7: it could not roll back), and the guardian of the parked
-    fault rolls it back once the agent, its applier, is gone."""
+    still ends the agent (exit 7: it could not roll back), and the warden rolls the parked
+    fault back once the agent, its applier, is gone."""
     import threading
 
     before = pair.tc_config()

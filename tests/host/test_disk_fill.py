@@ -204,7 +204,7 @@ def test_a_rate_fill_grows_gradually_and_stops_cleanly_on_rollback(ext4: Path,
     assert available(space(ext4)) == available(before)
 
 
-def test_kill_9_of_cli_and_guardian_mid_rate_fill_then_sweep_gives_the_space_back(
+def test_kill_9_of_cli_and_warden_mid_rate_fill_then_sweep_gives_the_space_back(
         ext4: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     before = space(ext4)
@@ -217,8 +217,8 @@ def test_kill_9_of_cli_and_guardian_mid_rate_fill_then_sweep_gives_the_space_bac
         wait_for(lambda: _fill_bytes(ext4) >= 10 * MiB, 10)
         (record,) = open_records(state)
         os.kill(cli.pid, signal.SIGKILL)
-        os.kill(record["guardian"]["pid"], signal.SIGKILL)
-        wait_for(lambda: not Path(f"/proc/{record['guardian']['pid']}").exists(), 5)
+        os.kill(record["holder"]["pid"], signal.SIGKILL)
+        wait_for(lambda: not Path(f"/proc/{record['holder']['pid']}").exists(), 5)
     finally:
         cli.kill()
         cli.wait()
@@ -244,8 +244,8 @@ def test_a_fill_from_a_past_boot_is_removed_by_sweep(ext4: Path, tmp_path: Path)
     assert swept.returncode == 0, swept.stderr
     assert fill.find_fill_files(ext4) == []
     assert open_records(state) == []
-    guardian = data["guardian"]["pid"]
-    wait_for(lambda: not Path(f"/proc/{guardian}").exists(), 10)
+    warden = data["holder"]["pid"]
+    wait_for(lambda: not Path(f"/proc/{warden}").exists(), 10)
 
 
 def test_a_containers_volume_is_filled_through_the_containers_root(ext4: Path,

@@ -1,4 +1,4 @@
-"""Issue 8 on a real host: the journal and the guardian under the failures the world brings.
+"""Issue 8 on a real host: the journal and the warden under the failures the world brings.
 
 The fault here is a real one: an open-files limit (prlimit) on a victim
 process the test starts, read back with prlimit. State directories that fill
@@ -60,18 +60,18 @@ def inject_nofile(state_dir: Path, pid: int, *extra: str,
 
 
 def guarding(state_dir: Path, fault_id: object) -> bool:
-    log = state_dir / "guardian.log"
+    log = state_dir / "warden.log"
     return log.exists() and f"guarding {fault_id}" in log.read_text()
 
 
-def guardian_of(state_dir: Path, fault_id: object) -> int:
+def warden_of(state_dir: Path, fault_id: object) -> int:
     (record,) = [r for r in records(state_dir) if r["id"] == fault_id]
-    pid: int = record["guardian"]["pid"]
+    pid: int = record["holder"]["pid"]
     return pid
 
 
-def stop_guardian(state_dir: Path, fault_id: object) -> None:
-    pid = guardian_of(state_dir, fault_id)
+def stop_warden(state_dir: Path, fault_id: object) -> None:
+    pid = warden_of(state_dir, fault_id)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or
              Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"), 10)
@@ -81,7 +81,7 @@ def stop_guardian(state_dir: Path, fault_id: object) -> None:
 def read_only(directory: Path) -> Iterator[None]:
     """``directory`` read-only for new opens (a read-only bind mount over itself).
 
-    A bind mount rather than remounting the tmpfs: the guardian keeps its log
+    A bind mount rather than remounting the tmpfs: the warden keeps its log
     open for writing, and a filesystem with files open for writing refuses
     ``remount,ro``.
     """
@@ -96,7 +96,7 @@ def read_only(directory: Path) -> Iterator[None]:
 # -- point 2 ------------------------------------------------------------------------------
 
 
-def test_guardian_rolls_back_from_its_last_good_copy_when_the_record_is_destroyed(
+def test_the_warden_rolls_back_from_its_last_good_copy_when_the_record_is_destroyed(
         state_dir: Path, victim: int) -> None:
     original = nofile_of(victim)
     fault = inject_nofile(state_dir, victim, seconds="3s")
@@ -110,13 +110,13 @@ def test_guardian_rolls_back_from_its_last_good_copy_when_the_record_is_destroye
     wait_for(lambda: nofile_of(victim) == original, 30)
     stored = journal.load(str(fault["id"]))
     assert stored.state == "rolled-back" and stored.end_reason == "deadline reached"
-    assert "enforcing its last good copy" in (state_dir / "guardian.log").read_text()
+    assert "enforcing its last good copy" in (state_dir / "warden.log").read_text()
 
 
 def test_sweep_rolls_back_a_damaged_record_from_its_copy(state_dir: Path, victim: int) -> None:
     original = nofile_of(victim)
     fault = inject_nofile(state_dir, victim)
-    stop_guardian(state_dir, fault["id"])
+    stop_warden(state_dir, fault["id"])
     path = state_dir / "faults" / f"{fault['id']}.json"
     path.write_bytes(path.read_bytes()[:100])
     result = hostchaos("sweep", "--json", state_dir=state_dir)
@@ -128,7 +128,7 @@ def test_sweep_rolls_back_a_damaged_record_from_its_copy(state_dir: Path, victim
 # -- point 3 ------------------------------------------------------------------------------
 
 
-def test_a_full_state_disk_does_not_stop_the_guardian(small_state_fs: Path, victim: int) -> None:
+def test_a_full_state_disk_does_not_stop_the_warden(small_state_fs: Path, victim: int) -> None:
     state_dir = small_state_fs / "state"
     original = nofile_of(victim)
     fault = inject_nofile(state_dir, victim, seconds="3s")
@@ -184,7 +184,7 @@ def test_a_record_with_an_unknown_option_blocks_nothing(state_dir: Path, victim:
     try:
         original = nofile_of(victim)
         old = inject_nofile(state_dir, victim)
-        stop_guardian(state_dir, old["id"])
+        stop_warden(state_dir, old["id"])
         journal = Journal(state_dir)
         stored = journal.load(str(old["id"]))
         stored.spec["files_soft"] = stored.spec.pop("soft")  # as if a later version renamed it
@@ -260,7 +260,7 @@ os.execv(sys.executable, [sys.executable, "-m", "hostchaos", *sys.argv[2:]])
 """
 
 
-def test_a_guardian_that_cannot_be_started_is_a_clean_error(state_dir: Path,
+def test_a_warden_that_cannot_be_started_is_a_clean_error(state_dir: Path,
                                                             victim: int) -> None:
     """fork(2) refused (a pids limit of 1): exit 6, one line, nothing injected."""
     from hostchaos.system.cgroups import Cgroups
@@ -279,8 +279,88 @@ def test_a_guardian_that_cannot_be_started_is_a_clean_error(state_dir: Path,
             env={**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir)}, cwd=REPO,
             capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 6, result.stderr
-        assert "cannot start the guardian process" in one_line_error(result)
+        assert "cannot start the warden" in one_line_error(result)
         assert nofile_of(victim) == original and open_records(state_dir) == []
     finally:
         wait_for(lambda: not (cgroup / "cgroup.procs").read_text().split(), 10)
         cgroup.rmdir()
+
+
+# -- the warden: kill -9, then any command -------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["list", "status", "extend", "inject"])
+def test_after_a_killed_warden_any_command_starts_one_that_catches_up(
+        command: str, state_dir: Path, victim: int) -> None:
+    from hostchaos.warden import holder
+
+    other = subprocess.Popen(["sleep", "600"])
+    third = subprocess.Popen(["sleep", "600"])
+    try:
+        original = nofile_of(victim)
+        soon = inject_nofile(state_dir, victim, seconds="1s")
+        later = inject_nofile(state_dir, other.pid, seconds="4s")
+        killed = warden_of(state_dir, soon["id"])
+        assert killed == warden_of(state_dir, later["id"])  # one warden holds both
+        stop_warden(state_dir, soon["id"])
+        time.sleep(1.5)  # soon's deadline passes with nobody guarding it
+        assert nofile_of(victim)[0] == 64
+        args = {"list": ["list"], "status": ["status", str(later["id"])],
+                "extend": ["extend", str(later["id"])],
+                "inject": ["inject", "nofile", "--pid", str(third.pid), "--soft", "64"]}[command]
+        assert hostchaos(*args, state_dir=state_dir).returncode == 0
+        done = time.monotonic()
+        wait_for(lambda: nofile_of(victim) == original, 5)
+        assert time.monotonic() - done < 1.0  # overdue: rolled back at once
+        revived = holder(state_dir)
+        assert revived is not None and revived.pid != killed
+        wait_for(lambda: warden_of(state_dir, later["id"]) == revived.pid, 5)  # adopted
+        assert nofile_of(other.pid)[0] == 64  # re-armed with its original deadline...
+        wait_for(lambda: nofile_of(other.pid)[0] != 64, 10)
+        (ended,) = [r for r in records(state_dir) if r["id"] == later["id"]]
+        assert ended["end_reason"] == "deadline reached"
+        assert float(ended["ended_at"]) - float(ended["expires_at"]) < 1.0  # ...and met it
+    finally:
+        hostchaos("rollback", "--all", state_dir=state_dir)
+        for proc in (other, third):
+            proc.kill()
+            proc.wait()
+
+
+def test_after_a_killed_warden_sweep_alone_rolls_back(state_dir: Path, victim: int) -> None:
+    from hostchaos.warden import holder
+
+    original = nofile_of(victim)
+    fault = inject_nofile(state_dir, victim, seconds="60s")
+    stop_warden(state_dir, fault["id"])
+    result = hostchaos("sweep", "--json", state_dir=state_dir)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rolled_back"] == [
+        {"id": fault["id"], "reason": "its warden is gone"}]
+    assert nofile_of(victim) == original and holder(state_dir) is None  # sweep starts none
+
+
+def test_kill_9_of_the_warden_at_random_moments(state_dir: Path) -> None:
+    from tests.support import warden_chaos
+
+    report = warden_chaos.run(state_dir, rounds=30, seed=int(os.environ.get("SEED", "8")))
+    assert report.problems == [], report.to_dict()
+    assert report.kills >= 25 and len(report.lateness) >= 30, report.to_dict()
+
+
+def test_one_warden_holds_many_faults_and_exits_when_none_is_open(state_dir: Path) -> None:
+    from hostchaos.warden import holder
+
+    victims = [subprocess.Popen(["sleep", "600"]) for _ in range(5)]
+    try:
+        ids = [inject_nofile(state_dir, v.pid, seconds="2s")["id"] for v in victims]
+        wardens = {warden_of(state_dir, i) for i in ids}
+        assert len(wardens) == 1
+        (pid,) = wardens
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), 15)  # all ended: it left
+        assert holder(state_dir) is None and open_records(state_dir) == []
+        assert "no fault is open: exiting" in (state_dir / "warden.log").read_text()
+    finally:
+        for v in victims:
+            v.kill()
+            v.wait()

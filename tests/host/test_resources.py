@@ -293,7 +293,7 @@ def test_refusals_exit_4_or_5_with_one_line_and_change_nothing(
 ) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    guardian_holder = victim(FILES)
+    warden_holder = victim(FILES)
     me = str(busy.pid)
     cases = [
         (["cpu", "--pid", me, "--limit", "0%"], 2, "--limit must be above 0%"),
@@ -314,10 +314,10 @@ def test_refusals_exit_4_or_5_with_one_line_and_change_nothing(
          "CPU(s) can give"),
     ]
     before = thread_cgroups(busy.pid)
-    with guardian_holder as holder:
+    with warden_holder as holder:
         held = inject(state_dir, "nofile", "--pid", str(holder.pid), "--soft", "64")
-        guardian = records(state_dir)[0]["guardian"]["pid"]
-        cases.append((["cpu", "--pid", str(guardian), "--limit", "25%"], 5, "hostchaos process"))
+        warden = records(state_dir)[0]["holder"]["pid"]
+        cases.append((["cpu", "--pid", str(warden), "--limit", "25%"], 5, "hostchaos process"))
         for args, code, fragment in cases:
             result = hostchaos("inject", *args, state_dir=state_dir)
             assert result.returncode == code, (args, result.stderr)
@@ -405,7 +405,7 @@ def test_one_cgroup_under_any_spelling_is_one_target(state_dir: Path,
 
 @contextmanager
 def rolled_back_at_end(state_dir: Path) -> Iterator[None]:
-    """Whatever a failed assertion left open is rolled back (its guardian then exits)."""
+    """Whatever a failed assertion left open is rolled back (its warden then exits)."""
     try:
         yield
     finally:
@@ -425,7 +425,7 @@ def test_in_place_target_that_vanished_is_not_an_error(state_dir: Path,
     assert record["state"] == "rolled-back"
 
 
-# -- acceptance 6: kill -9 of the CLI and the guardian, then sweep ------------------------------
+# -- acceptance 6: kill -9 of the CLI and the warden, then sweep ------------------------------
 
 
 def start_inject(state_dir: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -442,9 +442,9 @@ def wait_paused(proc: subprocess.Popen[str], note: int, marker: Path, kind: str)
         assert proc.stdout is not None and proc.stdout.readline().startswith(f"hc-{kind}-")
 
 
-def kill_cli_and_guardian_then_sweep(state_dir: Path, proc: subprocess.Popen[str]) -> None:
+def kill_cli_and_warden_then_sweep(state_dir: Path, proc: subprocess.Popen[str]) -> None:
     (record,) = records(state_dir)
-    os.kill(record["guardian"]["pid"], signal.SIGKILL)
+    os.kill(record["holder"]["pid"], signal.SIGKILL)
     proc.kill()
     proc.wait()
     assert len(open_records(state_dir)) == 1  # nobody is left to roll it back...
@@ -470,7 +470,7 @@ def test_kill_9_then_sweep_cpu_pid(note: int, busy: Victim, state_dir: Path,
     if not note:
         assert "hostchaos-hc-cpu-" in cgroups_of(busy.pid)
         assert cpu_share(busy.pid, 1.0) < 35
-    kill_cli_and_guardian_then_sweep(state_dir, proc)
+    kill_cli_and_warden_then_sweep(state_dir, proc)
     assert thread_cgroups(busy.pid) == before
     assert free_share(busy.pid, seconds=1.0) > 80
 
@@ -486,7 +486,7 @@ def test_kill_9_then_sweep_memory_cgroup_in_place(note: int, state_dir: Path, tm
     wait_paused(proc, note, marker, "memory")
     if not note:
         assert (mem_dir / "memory.limit_in_bytes").read_text().strip() == str(96 << 20)
-    kill_cli_and_guardian_then_sweep(state_dir, proc)
+    kill_cli_and_warden_then_sweep(state_dir, proc)
     assert (mem_dir / "memory.limit_in_bytes").read_text() == original
 
 
@@ -500,11 +500,11 @@ def test_kill_9_then_sweep_nofile(note: int, state_dir: Path, tmp_path: Path) ->
         wait_paused(proc, note, marker, "nofile")
         if not note:
             assert nofile_of(opener.pid) == (16, original[1])
-        kill_cli_and_guardian_then_sweep(state_dir, proc)
+        kill_cli_and_warden_then_sweep(state_dir, proc)
         assert nofile_of(opener.pid) == original
 
 
-def test_guardian_rolls_back_at_deadline_even_after_victim_exit(state_dir: Path) -> None:
+def test_the_warden_rolls_back_at_deadline_even_after_victim_exit(state_dir: Path) -> None:
     """A target that exited meanwhile is not an error: the fault just ends."""
     hog = Victim(FORKER)
     try:

@@ -91,11 +91,11 @@ def test_unknown_iface_in_netns_exits_4(pair: NetnsPair, state_dir: Path) -> Non
     assert f"interface nope0 not found (network namespace: {pair.a})" in one_line_error(result)
 
 
-def test_guardian_is_detached_and_enforces_the_deadline(
+def test_the_warden_is_detached_and_enforces_the_deadline(
     pair: NetnsPair, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A real guardian process rolls a record back at its deadline, on its own."""
-    from hostchaos import guardian
+    """A real warden process rolls a record back at its deadline, on its own, then exits."""
+    from hostchaos import warden
 
     monkeypatch.setenv("HOSTCHAOS_STATE_DIR", str(state_dir))
     journal = Journal(state_dir)
@@ -109,7 +109,10 @@ def test_guardian_is_detached_and_enforces_the_deadline(
     )
     record.transition(ACTIVE)
     journal.save(record)
-    ref = guardian.spawn(record.id, "latency")
+    starting = warden.spawn(state_dir)
+    assert starting.wait_ready(30)
+    ref = warden.holder(state_dir)
+    assert ref is not None and ref.pid == starting.pid
     try:
         assert ref.alive()
         assert os.getsid(ref.pid) != os.getsid(0)  # a session of its own, no terminal
@@ -123,7 +126,8 @@ def test_guardian_is_detached_and_enforces_the_deadline(
         assert ended.ended_at is not None and ended.ended_at >= record.expires_at
         while start_ticks(ref.pid) == ref.start_ticks and time.time() < deadline:
             time.sleep(0.05)
-        assert not ref.alive()  # the guardian exits once its fault is closed
+        assert not ref.alive()  # the warden exits once no fault is open
+        assert warden.holder(state_dir) is None
     finally:
         if ref.alive():
             os.kill(ref.pid, 9)
@@ -138,7 +142,7 @@ def test_engine_conflict_on_same_interface_is_checked_before_preflight(
     spec = LatencySpec(iface=pair.iface_a, netns=pair.a, ms=10)
     record = FaultRecord(id="hc-latency-00001111", kind="latency", spec=spec.to_dict(),
                          boot_id=boot_id(), created_at=now, expires_at=now + 60,
-                         survives_reboot=False, guardian=ProcessRef.current())
+                         survives_reboot=False, holder=ProcessRef.current())
     record.transition(ACTIVE)
     journal.save(record)
     with pytest.raises(ConflictError, match="hc-latency-00001111"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +28,8 @@ class FakeSpec(Spec):
     steps: int = 3
     fail_at_step: int | None = None
     fail_rollback: bool = False
+    #: with a value, the fault "works" while active (like kill --interval) every so many seconds
+    work_every: float | None = None
 
     def __post_init__(self) -> None:
         require(self.steps > 0, "steps must be positive")
@@ -91,6 +94,13 @@ class FakeFault(Fault):
             data.pop(note["key"], None)
             host.write(data)
 
+    def work(self, undo: UndoLog) -> float | None:
+        spec = self.spec
+        if not isinstance(spec, FakeSpec) or spec.work_every is None:
+            return None
+        undo.note("worked", at=time.time())
+        return spec.work_every
+
     def observe(self, undo: UndoLog) -> dict[str, Any]:
         data = FakeHost(Path(self.spec.host_file)).read()
         return {"items": sorted(k for k in data if k.startswith(self.spec.target))}
@@ -110,3 +120,31 @@ def fault_class(kind: str) -> type[Fault]:
     from hostchaos import faults
 
     return faults.fault_class(kind)
+
+
+class IdleWarden:
+    """A stand-in warden for engine tests: an idle process that is alive but enforces nothing.
+
+    ``ensure`` starts it once (or again, once a test killed it); ``stop`` ends it.
+    """
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self._subprocess = subprocess
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def prestart(self, kind: str | None = None) -> None:
+        pass
+
+    def ensure(self) -> Any:
+        from hostchaos.system.procs import ProcessRef
+
+        if not self.started or self.started[-1].poll() is not None:
+            self.started.append(self._subprocess.Popen(["sleep", "600"]))
+        return ProcessRef.of(self.started[-1].pid)
+
+    def stop(self) -> None:
+        for proc in self.started:
+            proc.kill()
+            proc.wait()

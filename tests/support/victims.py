@@ -186,7 +186,7 @@ def free_share(pid: int, *, windows: int = 3, seconds: float = 2.0) -> float:
     """The best of up to ``windows`` measurements of an *unlimited* process's CPU share.
 
     An unlimited busy loop can be pushed below 100% by anything else that runs
-    for a moment (the rollback command itself, a guardian exiting); a limit cannot
+    for a moment (the rollback command itself, the warden exiting); a limit cannot
     be outrun. So "back to full speed" is judged on the best window, stopping at
     the first above 90%.
     """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,15 +13,37 @@ from hostchaos.engine import Engine
 from hostchaos.errors import ApplyError, ConflictError, RollbackError, SpecError
 from hostchaos.journal import FaultRecord, Journal
 from hostchaos.system.procs import ProcessRef
-from tests.support.fakes import REFUSE_ROLLBACK, FakeSpec, factory, fault_class
+from tests.support.fakes import REFUSE_ROLLBACK, FakeSpec, IdleWarden, factory, fault_class
 
 
 class Clock:
+    """A fake wall clock (``now``) with its fake CLOCK_BOOTTIME (``boot``).
+
+    Moving ``now`` moves both, as time passing does; :meth:`step_wall` moves the
+    wall clock alone, as ``date -s``, NTP or a clock fault would.
+    """
+
     def __init__(self) -> None:
-        self.now = 10_000.0
+        self.wall = 10_000.0
+        self.boot = 500.0
+
+    @property
+    def now(self) -> float:
+        return self.wall
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.boot += value - self.wall
+        self.wall = value
+
+    def step_wall(self, seconds: float) -> None:
+        self.wall += seconds
 
     def __call__(self) -> float:
-        return self.now
+        return self.wall
+
+    def boottime(self) -> float:
+        return self.boot
 
 
 @pytest.fixture
@@ -31,25 +52,17 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def guardians() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        proc.wait()
+def warden() -> Iterator[IdleWarden]:
+    idle = IdleWarden()
+    yield idle
+    idle.stop()
 
 
 @pytest.fixture
-def engine(state_dir: Path, clock: Clock, guardians: list[subprocess.Popen[bytes]]) -> Engine:
-    """An engine whose "guardians" are idle processes: alive, but enforcing nothing."""
-
-    def spawn(_fault_id: str, _kind: str) -> ProcessRef:
-        guardians.append(subprocess.Popen(["sleep", "600"]))
-        return ProcessRef.of(guardians[-1].pid)
-
+def engine(state_dir: Path, clock: Clock, warden: IdleWarden) -> Engine:
+    """An engine whose "warden" is an idle process: alive, but enforcing nothing."""
     return Engine(Config(state_dir=state_dir), fault_factory=factory, fault_class=fault_class,
-                  spawn_guardian=spawn,
-                  clock=clock)
+                  warden=warden, clock=clock, boottime=clock.boottime)
 
 
 @pytest.fixture
@@ -110,16 +123,13 @@ def test_duration_cap_and_default(engine: Engine, host: Path) -> None:
     assert record.expires_at - record.created_at == pytest.approx(60)
 
 
-def test_overlapping_fault_refused(
-    engine: Engine, host: Path, guardians: list[subprocess.Popen[bytes]]
-) -> None:
+def test_overlapping_fault_refused(engine: Engine, host: Path, warden: IdleWarden) -> None:
     first = engine.inject(FakeSpec(host_file=str(host)))
     with pytest.raises(ConflictError, match=first.id):
         engine.inject(FakeSpec(host_file=str(host)))
-    # the guardian started for the refused fault is not left behind
-    assert guardians[-1].wait(timeout=5) is not None
-    assert guardians[0].poll() is None
-    engine.inject(FakeSpec(host_file=str(host), target="t2"))
+    second = engine.inject(FakeSpec(host_file=str(host), target="t2"))
+    # one warden holds every fault
+    assert len(warden.started) == 1 and first.holder == second.holder
 
 
 def test_sweep_rolls_back_expired_and_expired_leases(
@@ -149,15 +159,15 @@ def test_extend_respects_cap(engine: Engine, host: Path, clock: Clock) -> None:
         engine.extend(record.id, 3600)
 
 
-def test_sweep_rolls_back_fault_whose_guardian_is_gone(
+def test_sweep_rolls_back_fault_whose_warden_is_gone(
     engine: Engine, host: Path, state_dir: Path
 ) -> None:
     record = engine.inject(FakeSpec(host_file=str(host)))
     stored = Journal(state_dir).load(record.id)
-    stored.guardian = ProcessRef(pid=stored.guardian.pid, start_ticks=1)  # type: ignore[union-attr]
+    stored.holder = ProcessRef(pid=stored.holder.pid, start_ticks=1)  # type: ignore[union-attr]
     Journal(state_dir).save(stored)
     report = engine.sweep()
-    assert report.rolled_back == [{"id": record.id, "reason": "its guardian is gone"}]
+    assert report.rolled_back == [{"id": record.id, "reason": "its warden is gone"}]
     assert host_items(host) == {}
 
 
@@ -169,8 +179,10 @@ def test_sweep_rolls_back_fault_whose_applier_died_mid_apply(
     record = FaultRecord(id="hc-fake-0000dead", kind="fake", spec={"host_file": str(host)},
                          boot_id=engine_boot(), created_at=engine.clock(),
                          expires_at=engine.clock() + 60, survives_reboot=False,
+                         created_boottime=engine.boottime(),
+                         expires_boottime=engine.boottime() + 60,
                          state="applying", applier=ProcessRef(pid=1, start_ticks=123456789),
-                         guardian=ProcessRef.current(),
+                         holder=ProcessRef.current(),
                          undo=[{"step": "item", "key": "t1-0", "host_file": str(host)}])
     journal.save(record)
     host.write_text(json.dumps({"t1-0": True}))
@@ -212,3 +224,68 @@ def test_sweep_survives_torn_records(engine: Engine, host: Path, state_dir: Path
     assert report.rolled_back == [{"id": ok.id, "reason": "deadline reached"}]
     assert torn.exists()  # left for an operator, never hidden
     assert not (state_dir / "faults" / ".hc-fake-x.json.tmp.999999999").exists()
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_a_wall_clock_step_neither_ends_a_fault_early_nor_keeps_it(
+    engine: Engine, host: Path, clock: Clock, step: float
+) -> None:
+    leased = engine.inject(FakeSpec(host_file=str(host), target="a"), duration=100, lease=20)
+    plain = engine.inject(FakeSpec(host_file=str(host), target="b"), duration=25)
+    clock.now += 10
+    clock.step_wall(step)  # date -s, an NTP step, a clock fault on the host
+    assert engine.sweep().rolled_back == []  # +1 h: nothing ends early
+    engine.extend(leased.id)  # the lease renewed: now ends 20 s from here on boottime
+    stored = Journal(engine.journal.state_dir).load(leased.id)
+    assert stored.lease_expires_boottime == pytest.approx(clock.boot + 20)
+    clock.now += 14  # 24 s after inject: still before plain's deadline (25 s)
+    assert engine.sweep().rolled_back == []
+    clock.now += 2  # 26 s: -1 h does not keep plain past its deadline
+    assert engine.sweep().rolled_back == [{"id": plain.id, "reason": "deadline reached"}]
+    clock.now += 5  # 31 s: the renewed lease (20 s after the renewal at 10 s) has run out
+    assert engine.sweep().rolled_back == [{"id": leased.id,
+                                           "reason": "lease expired without renewal"}]
+    assert host_items(host) == {}
+
+
+def test_extend_cap_counts_on_boottime(engine: Engine, host: Path, clock: Clock) -> None:
+    record = engine.inject(FakeSpec(host_file=str(host)), duration=60)
+    clock.step_wall(-3600)  # the wall clock says the fault is an hour younger: no matter
+    with pytest.raises(SpecError, match="past the cap"):
+        engine.extend(record.id, 3601)
+    moved = engine.extend(record.id, 3600)
+    assert moved.expires_boottime == pytest.approx(clock.boot + 3600)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_old_format_record_is_still_judged(
+    engine: Engine, host: Path, state_dir: Path, version: int
+) -> None:
+    """Formats 1 and 2 had wall-clock deadlines only: judged on boottime derived from them."""
+    import time
+
+    journal = Journal(state_dir)
+    journal.prepare()
+    host.write_text(json.dumps({"old-0": True, "young-0": True}))
+    now = time.time()
+    for name, expires in (("old", now - 5), ("young", now + 600)):
+        data = FaultRecord(
+            id=f"hc-fake-{name}0000", kind="fake", spec={"host_file": str(host), "target": name},
+            boot_id=engine_boot(), created_at=now - 10, expires_at=expires,
+            survives_reboot=False, state="active", holder=ProcessRef.current(),
+            undo=[{"step": "item", "key": f"{name}-0", "host_file": str(host)}]).to_dict()
+        data["format"] = version
+        for key in ("created_boottime", "expires_boottime", "lease_expires_boottime"):
+            del data[key]
+        data["guardian"] = data.pop("holder")
+        if version == 1:
+            del data["actor"]
+        (journal.faults_dir / f"hc-fake-{name}0000.json").write_text(json.dumps(data))
+    real = Engine(engine.config, fault_factory=factory, fault_class=fault_class)
+    report = real.sweep()
+    assert report.rolled_back == [{"id": "hc-fake-old0000", "reason": "deadline reached"}]
+    assert report.still_active == ["hc-fake-young0000"]
+    assert host_items(host) == {"young-0": True}
+    young = journal.load("hc-fake-young0000")
+    assert young.holder == ProcessRef.current()
+    assert young.expires_boottime - real.boottime() == pytest.approx(600 - 0, abs=5)

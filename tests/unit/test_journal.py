@@ -24,7 +24,7 @@ def make_record(fault_id: str = "hc-fake-00000001", **kw: object) -> FaultRecord
 def test_save_load_round_trip(state_dir: Path) -> None:
     journal = Journal(state_dir)
     journal.prepare()
-    record = make_record(guardian=ProcessRef.current(), lease_seconds=5.0, lease_expires_at=1005.0)
+    record = make_record(holder=ProcessRef.current(), lease_seconds=5.0, lease_expires_at=1005.0)
     record.transition(ACTIVE, "test")
     journal.save(record)
     loaded = journal.load(record.id)

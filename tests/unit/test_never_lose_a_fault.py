@@ -32,6 +32,7 @@ from hostchaos.journal import (
     LockBusy,
     RecordUnreadable,
 )
+from hostchaos.records import boottime
 from hostchaos.system.procs import ProcessRef, boot_id
 from tests.support.cli import hostchaos
 from tests.support.fakes import FakeSpec, factory, fault_class
@@ -60,14 +61,25 @@ def idle() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait()
 
 
+class _Idle:
+    """A stand-in warden: one idle process (kept in the test's list), enforcing nothing."""
+
+    def __init__(self, idle: list[subprocess.Popen[bytes]]) -> None:
+        self.idle = idle
+
+    def prestart(self, kind: str | None = None) -> None:
+        pass
+
+    def ensure(self) -> ProcessRef:
+        if not self.idle or self.idle[-1].poll() is not None:
+            self.idle.append(subprocess.Popen(["sleep", "600"]))
+        return ProcessRef.of(self.idle[-1].pid)
+
+
 def make_engine(state_dir: Path, idle: list[subprocess.Popen[bytes]],
                 journal: Journal | None = None, **config: float) -> Engine:
-    def spawn(_fault_id: str, _kind: str) -> ProcessRef:
-        idle.append(subprocess.Popen(["sleep", "600"]))
-        return ProcessRef.of(idle[-1].pid)
-
     return Engine(Config(state_dir=state_dir, **config), journal=journal, fault_factory=factory,
-                  fault_class=fault_class, spawn_guardian=spawn)
+                  fault_class=fault_class, warden=_Idle(idle))
 
 
 def items(host: Path) -> dict[str, bool]:
@@ -217,7 +229,7 @@ def test_a_record_with_an_unknown_option_is_rolled_back_from_its_notes(
     other = engine.inject(FakeSpec(host_file=str(other_host), target="t2"))  # inject still works
     assert {r.id for r in engine.listing()[0]} == {old.id, other.id}
     assert "problem" in engine.status(old.id)[1]  # status says why, does not crash
-    engine.clock = lambda: time.time() + 10  # the first one's deadline has passed
+    engine.boottime = lambda: boottime() + 10  # the first one's deadline has passed
     report = engine.sweep()
     assert report.rolled_back == [{"id": old.id, "reason": "deadline reached"}]
     assert items(host) == {} and items(other_host)
@@ -265,7 +277,7 @@ def test_a_stale_rolling_back_record_whose_actor_died_is_rolled_back(
     host.write_text(json.dumps({"t1-0": True}))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    record = record_for(str(host), guardian=ProcessRef.current(),
+    record = record_for(str(host), holder=ProcessRef.current(),
                         actor=ProcessRef(dead.pid, 1))
     record.transition(ROLLING_BACK, "requested")
     engine = make_engine(state_dir, idle)

@@ -36,9 +36,9 @@ def assert_nothing_left(pair: NetnsPair, state_dir: Path, before: str) -> None:
     assert rtt is not None and rtt < 5
 
 
-def guardian_pid(state_dir: Path) -> int:
+def warden_pid(state_dir: Path) -> int:
     (record,) = records(state_dir)
-    pid: int = record["guardian"]["pid"]
+    pid: int = record["holder"]["pid"]
     return pid
 
 
@@ -69,7 +69,7 @@ def test_kill_9_of_cli_at_each_undo_note(note: int, pair: NetnsPair, state_dir: 
     wait_for(marker.exists, timeout=60)
     proc.kill()
     proc.wait()
-    # the guardian sees the applier die mid-apply and rolls back at once, not at the deadline
+    # the warden sees the applier die mid-apply and rolls back at once, not at the deadline
     wait_for(lambda: open_records(state_dir) == [], timeout=15)
     (record,) = records(state_dir)
     assert record["end_reason"] == "the injecting process died during apply"
@@ -77,7 +77,7 @@ def test_kill_9_of_cli_at_each_undo_note(note: int, pair: NetnsPair, state_dir: 
 
 
 @pytest.mark.parametrize("note", [0, *NOTE_POINTS])
-def test_kill_9_of_cli_and_guardian_then_sweep(note: int, pair: NetnsPair, state_dir: Path,
+def test_kill_9_of_cli_and_warden_then_sweep(note: int, pair: NetnsPair, state_dir: Path,
                                                tmp_path: Path) -> None:
     """note 0: both killed once the fault is fully active; 1-4: killed mid-apply."""
     before = pair.tc_config()
@@ -88,7 +88,7 @@ def test_kill_9_of_cli_and_guardian_then_sweep(note: int, pair: NetnsPair, state
         wait_for(marker.exists, timeout=60)
     else:
         assert proc.stdout is not None and proc.stdout.readline().startswith("hc-latency-")
-    os.kill(guardian_pid(state_dir), signal.SIGKILL)
+    os.kill(warden_pid(state_dir), signal.SIGKILL)
     proc.kill()
     proc.wait()
     assert len(open_records(state_dir)) == 1  # nobody left to roll it back...

@@ -252,7 +252,7 @@ KIND_ARGS = {
 
 
 @pytest.mark.parametrize("kind", sorted(KIND_ARGS))
-def test_every_kind_survives_kill_9_of_cli_and_guardian(kind: str, pair: NetnsPair,
+def test_every_kind_survives_kill_9_of_cli_and_warden(kind: str, pair: NetnsPair,
                                                        state_dir: Path) -> None:
     before, before_links = pair.tc_config(), links(pair.a)
     proc = subprocess.Popen(
@@ -264,7 +264,7 @@ def test_every_kind_survives_kill_9_of_cli_and_guardian(kind: str, pair: NetnsPa
     assert proc.stdout.readline().startswith(f"hc-{kind}-"), proc.stderr
     assert "hcifb" in links(pair.a)
     (record,) = records(state_dir)
-    os.kill(record["guardian"]["pid"], signal.SIGKILL)
+    os.kill(record["holder"]["pid"], signal.SIGKILL)
     proc.kill()
     proc.wait()
     result = hostchaos("sweep", state_dir=state_dir)

@@ -6,7 +6,7 @@ at the root, create /hostchaos-<id>, and on rollback disable the controller
 again: the tests compare the root's subtree_control before and after.
 Python here is 20-30x slower than on the host and a CLI start costs seconds,
 so the effect measurements drive the engine in-process; the crash test goes
-through the real CLI and guardian.
+through the real CLI and warden.
 """
 
 from __future__ import annotations
@@ -350,7 +350,7 @@ def test_refusals_change_nothing(busy: Victim, state_dir: Path) -> None:
     assert records(state_dir) == [] and cgroups_of(busy.pid) == "0::/\n"
 
 
-# -- acceptance 6: kill -9 of the CLI and its guardian, then sweep ----------------------------
+# -- acceptance 6: kill -9 of the CLI and its warden, then sweep ----------------------------
 
 
 @pytest.mark.parametrize("note", [0, 1, 2])
@@ -370,7 +370,7 @@ def test_kill_9_then_sweep(note: int, busy: Victim, state_dir: Path, tmp_path: P
             assert proc.stdout is not None and proc.stdout.readline().startswith("hc-cpu-")
             assert cgroups_of(busy.pid).startswith("0::/hostchaos-hc-cpu-")
         (record,) = records(state_dir)
-        os.kill(record["guardian"]["pid"], signal.SIGKILL)
+        os.kill(record["holder"]["pid"], signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait()
