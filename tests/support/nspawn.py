@@ -36,18 +36,31 @@ def hostchaos_inside(leader: int, *args: str) -> subprocess.CompletedProcess[str
                   str(REPO / ".venv/bin/python"), "-m", "hostchaos", *args)
 
 
-@contextmanager
-def booted_container(scratch: Path) -> Iterator[int]:
-    """Boot the cached rootfs; yield the PID (on the host) of its systemd."""
+def rootfs() -> Path:
+    """The cached Debian rootfs (built on first use by scripts/systemd-rootfs)."""
     built = subprocess.run([str(REPO / "scripts/systemd-rootfs")], capture_output=True,
                            text=True, timeout=900, check=False)
     assert built.returncode == 0, built.stderr
-    rootfs = built.stdout.strip().splitlines()[-1]
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def booted_container(scratch: Path, *, binds: tuple[str, ...] = (),
+                     capabilities: tuple[str, ...] = ()) -> Iterator[int]:
+    """Boot the cached rootfs; yield the PID (on the host) of its systemd.
+
+    ``binds``: more ``SRC:DEST`` read-write binds (e.g. a writable copy of the
+    container's /etc/systemd/system, so units persist across its reboots
+    without touching the cache); ``capabilities``: more than nspawn's default set.
+    """
+    root = rootfs()
     name = f"hc-test-sd-{os.getpid()}"
     nspawn = subprocess.Popen(
-        ["systemd-nspawn", "-q", "-D", rootfs, "-b", "--register=no", "--keep-unit",
+        ["systemd-nspawn", "-q", "-D", str(root), "-b", "--register=no", "--keep-unit",
          f"--machine={name}", "--console=pipe", f"--bind-ro={REPO}",
-         f"--bind-ro={Path(sys.base_prefix).resolve()}", f"--bind={scratch}:{SCRATCH}"],
+         f"--bind-ro={Path(sys.base_prefix).resolve()}", f"--bind={scratch}:{SCRATCH}",
+         *[f"--bind={b}" for b in binds],
+         *([f"--capability={','.join(capabilities)}"] if capabilities else [])],
         env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     leader = 0
