@@ -1,74 +1,32 @@
-"""The agent as a real systemd service (systemd as PID 1 of a throwaway nspawn container).
-
-The project's own units (systemd/*) are installed into a writable copy of the
-container's /etc/systemd/system (so they persist across its reboots and the cached
-rootfs is never changed), with ExecStart pointing at this checkout's venv and the state
-directory on the test's scratch directory. Faults target units and processes inside the
-container, a tmpfs the test mounts, and a network namespace of a process the test starts.
-"""
+"""The agent as a real systemd service (systemd as PID 1 of a throwaway nspawn container):
+see tests/support/systemd_agent.py for how the container is set up."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.nspawn import REPO, SCRATCH, booted_container, inside, rootfs
+from tests.support.systemd_agent import (
+    CGROUP,
+    REPO,
+    SCRATCH,
+    UNITS,
+    VICTIM,
+    audit,
+    boot,
+    cat,
+    cli,
+    injected,
+    inside,
+    prepared,
+    record,
+    running,
+    show,
+)
 from tests.support.waiting import wait_for
-
-UNITS = ("hostchaos.service", "hostchaos.socket", "hostchaos-sweep.service",
-         "hostchaos-sweep.timer")
-STATE = f"{SCRATCH}/state"
-VICTIM = "hc-victim.service"
-CGROUP = f"/sys/fs/cgroup/system.slice/{VICTIM}"
-ENABLED = {"sockets.target.wants": ["hostchaos.socket"],
-           "multi-user.target.wants": ["hostchaos.service", "hostchaos-sweep.service"],
-           "timers.target.wants": ["hostchaos-sweep.timer"]}
-
-
-def install(scratch: Path) -> Path:
-    """A copy of the container's /etc/systemd/system with hostchaos's units in it, enabled."""
-    etc = scratch / "etc-systemd"
-    shutil.copytree(rootfs() / "etc/systemd/system", etc, symlinks=True)
-    binary = str(REPO / ".venv/bin/hostchaos")
-    for unit in UNITS:
-        (etc / unit).write_text((REPO / "systemd" / unit).read_text()
-                                .replace("/usr/local/bin/hostchaos", binary))
-    for unit, extra in (("hostchaos.service", "WatchdogSec=3s\nTimeoutAbortSec=2s\n"),
-                        ("hostchaos-sweep.service", "")):
-        (etc / f"{unit}.d").mkdir()
-        (etc / f"{unit}.d/50-test.conf").write_text(
-            f"[Service]\nEnvironment=HOSTCHAOS_STATE_DIR={STATE}\n{extra}")
-    (etc / VICTIM).write_text("[Unit]\nDescription=hostchaos test victim\n"
-                              "[Service]\nExecStart=/usr/bin/sleep infinity\n")
-    for wants, units in ENABLED.items():
-        (etc / wants).mkdir(exist_ok=True)
-        for unit in units:
-            (etc / wants / unit).symlink_to(f"/etc/systemd/system/{unit}")
-    (scratch / "state").mkdir(mode=0o700)
-    return etc
-
-
-@contextmanager
-def prepared(path: Path) -> Iterator[Path]:
-    """``path`` set up as a container's scratch: units, state directory, a 32 MiB tmpfs."""
-    install(path)
-    small = path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "hc-sd-small", str(small)],
-                   check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "--lazy", str(small)], check=False)
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +35,6 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield path
 
 
-def boot(scratch: Path) -> Any:
-    return booted_container(scratch, binds=(f"{scratch / 'etc-systemd'}:/etc/systemd/system",),
-                            capabilities=("CAP_NET_ADMIN",))
 
 
 @pytest.fixture(scope="module")
@@ -88,52 +43,16 @@ def leader(scratch: Path) -> Iterator[int]:
         yield pid
 
 
-def cli(leader: int, *args: str) -> subprocess.CompletedProcess[str]:
-    """The hostchaos command inside the container, as an operator there runs it."""
-    return inside(leader, "env", f"HOSTCHAOS_STATE_DIR={STATE}",
-                  "HOSTCHAOS_SOCKET=/run/hostchaos/hostchaos.sock",
-                  "HOSTCHAOS_RUN_DIR=/run/hostchaos", "HOSTCHAOS_CONFIG=/nonexistent",
-                  str(REPO / ".venv/bin/hostchaos"), *args)
-
-
-def injected(leader: int, *args: str) -> dict[str, Any]:
-    result = cli(leader, "inject", *args, "--json")
-    assert result.returncode == 0, result.stdout + result.stderr
-    view: dict[str, Any] = json.loads(result.stdout)
-    return view
-
-
-def show(leader: int, unit: str, prop: str) -> str:
-    return inside(leader, "systemctl", "show", unit, "-p", prop, "--value").stdout.strip()
-
-
-def cat(leader: int, path: str) -> str:
-    return inside(leader, "cat", path).stdout.strip()
-
-
-def record(scratch: Path, fault_id: str) -> dict[str, Any]:
-    for where in ("faults", "faults/ended"):
-        path = scratch / "state" / where / f"{fault_id}.json"
-        if path.exists():
-            data: dict[str, Any] = json.loads(path.read_text())
-            return data
-    raise AssertionError(f"no record {fault_id}")
-
-
-def audit(scratch: Path) -> list[dict[str, Any]]:
-    path = scratch / "state/audit.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def running(leader: int) -> int:
-    wait_for(lambda: show(leader, "hostchaos.service", "ActiveState") == "active", 60)
-    return int(show(leader, "hostchaos.service", "MainPID"))
-
-
 def test_the_units_pass_systemd_analyze_verify(leader: int) -> None:
     result = inside(leader, "systemd-analyze", "verify",
                     *[f"/etc/systemd/system/{unit}" for unit in UNITS])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def open_files_limit(leader: int, pid: str) -> str:
+    line = next(x for x in cat(leader, f"/proc/{pid}/limits").splitlines()
+                if x.startswith("Max open files"))
+    return " ".join(line.split()[3:5])
 
 
 def test_ready_then_the_cli_goes_through_the_socket_to_unit_targets(leader: int,
@@ -143,37 +62,60 @@ def test_ready_then_the_cli_goes_through_the_socket_to_unit_targets(leader: int,
     agent = running(leader)
     assert "serving" in show(leader, "hostchaos.service", "StatusText")
     assert inside(leader, "systemctl", "start", VICTIM).returncode == 0
-    before = {name: cat(leader, f"{CGROUP}/{name}") for name in ("pids.max", "cpu.max",
-                                                                   "memory.max")}
-    faults = [injected(leader, "pids", "--unit", VICTIM, "--max", "40", "--for", "2m"),
-              injected(leader, "cpu", "--unit", VICTIM, "--limit", "20%", "--for", "2m"),
-              injected(leader, "memory", "--unit", VICTIM, "--max", "64M", "--for", "2m")]
-    assert cat(leader, f"{CGROUP}/pids.max") == "40"
-    assert cat(leader, f"{CGROUP}/cpu.max").split()[0] == "20000"
-    assert cat(leader, f"{CGROUP}/memory.max") == str(64 << 20)
+    main = show(leader, VICTIM, "MainPID")
+    limits = open_files_limit(leader, main)
+    nofile = injected(leader, "nofile", "--unit", VICTIM, "--soft", "64", "--for", "2m")
+    frozen = injected(leader, "freeze", "--unit", VICTIM, "--for", "2m")
+    assert open_files_limit(leader, main).split()[0] == "64"
+    assert show(leader, VICTIM, "FreezerState") == "frozen"
     injects = [a for a in audit(scratch) if a["action"] == "inject"]
-    assert {a["fault_id"] for a in injects} >= {f["id"] for f in faults}
+    assert {a["fault_id"] for a in injects} >= {nofile["id"], frozen["id"]}
     assert all(a["client_pid"] not in (None, agent) for a in injects)  # the CLI, via the API
-    for fault in faults:
+    for fault in (frozen, nofile):
         assert cli(leader, "rollback", fault["id"]).returncode == 0
-    after = {name: cat(leader, f"{CGROUP}/{name}") for name in before}
-    assert after == before
+    assert open_files_limit(leader, main) == limits
+    assert show(leader, VICTIM, "FreezerState") == "running"
+
+
+def test_cgroup_limits_on_a_unit_where_the_container_has_controllers(leader: int) -> None:
+    """cpu, memory and pids --unit: applied and given back where the container's cgroup v2
+    tree has those controllers; on a cgroup v1 host the nspawn container's own v2 tree has
+    none, and each is refused with one line (exit 3) and nothing changed."""
+    running(leader)
+    inside(leader, "systemctl", "start", VICTIM)
+    controllers = cat(leader, "/sys/fs/cgroup/cgroup.controllers").split()
+    cases = {"cpu": ("--limit", "20%", "cpu.max", "20000"),
+             "memory": ("--max", "64M", "memory.max", str(64 << 20)),
+             "pids": ("--max", "40", "pids.max", "40")}
+    for kind, (flag, value, limit_file, expected) in cases.items():
+        if kind in controllers:
+            before = cat(leader, f"{CGROUP}/{limit_file}")
+            view = injected(leader, kind, "--unit", VICTIM, flag, value, "--for", "1m")
+            assert cat(leader, f"{CGROUP}/{limit_file}").split()[0] == expected
+            assert cli(leader, "rollback", view["id"]).returncode == 0
+            assert cat(leader, f"{CGROUP}/{limit_file}") == before
+        else:
+            refused = cli(leader, "inject", kind, "--unit", VICTIM, flag, value)
+            assert refused.returncode == 3, refused.stderr
+            assert f"cgroup controller {kind} is not available" in refused.stderr
+            assert len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_kill_9_of_the_agent_restarts_it_and_the_fault_ends_at_its_deadline(
         leader: int, scratch: Path) -> None:
     first = running(leader)
     assert inside(leader, "systemctl", "start", VICTIM).returncode == 0
-    before = cat(leader, f"{CGROUP}/pids.max")
-    fault = injected(leader, "pids", "--unit", VICTIM, "--max", "30", "--for", "10s")
+    main = show(leader, VICTIM, "MainPID")
+    limits = open_files_limit(leader, main)
+    fault = injected(leader, "nofile", "--unit", VICTIM, "--soft", "50", "--for", "10s")
     assert inside(leader, "systemctl", "kill", "-s", "KILL", "hostchaos.service").returncode == 0
     wait_for(lambda: show(leader, "hostchaos.service", "MainPID") not in ("0", str(first)), 30)
     running(leader)
-    assert cat(leader, f"{CGROUP}/pids.max") == "30"  # still on: its deadline is not yet
+    assert open_files_limit(leader, main).split()[0] == "50"  # its deadline is not yet
     wait_for(lambda: record(scratch, fault["id"])["state"] == "rolled-back", 40)
     done = record(scratch, fault["id"])
     assert abs(done["ended_at"] - done["expires_at"]) <= 1.0, done
-    assert cat(leader, f"{CGROUP}/pids.max") == before
+    assert open_files_limit(leader, main) == limits
 
 
 def test_the_watchdog_restarts_a_stopped_agent(leader: int) -> None:
@@ -243,36 +185,12 @@ def test_the_agent_works_under_exactly_the_units_capability_set(leader: int,
 def test_systemctl_stop_rolls_everything_back(leader: int, scratch: Path) -> None:
     running(leader)
     inside(leader, "systemctl", "start", VICTIM)
-    before = cat(leader, f"{CGROUP}/cpu.max")
-    fault = injected(leader, "cpu", "--unit", VICTIM, "--limit", "20%", "--for", "5m")
-    assert cat(leader, f"{CGROUP}/cpu.max") != before
+    main = show(leader, VICTIM, "MainPID")
+    limits = open_files_limit(leader, main)
+    fault = injected(leader, "nofile", "--unit", VICTIM, "--soft", "40", "--for", "5m")
+    assert open_files_limit(leader, main) != limits
     stopped = inside(leader, "systemctl", "stop", "hostchaos.service", "hostchaos.socket")
     assert stopped.returncode == 0, stopped.stderr
-    assert cat(leader, f"{CGROUP}/cpu.max") == before
+    assert open_files_limit(leader, main) == limits
     done = record(scratch, fault["id"])
     assert done["state"] == "rolled-back" and "agent stopped" in done["end_reason"]
-
-
-def test_the_boot_sweep_takes_out_a_fill_a_crash_left(tmp_path: Path) -> None:
-    """A crash (agent and warden killed, then an immediate power-off with no service
-    stopped): at the next boot hostchaos-sweep.service, ordered before the agent, removes
-    the fill. A container of its own, with a scratch directory of its own."""
-    with prepared(tmp_path / "crash") as scratch:
-        boot_sweep_after_a_crash(scratch)
-
-
-def boot_sweep_after_a_crash(scratch: Path) -> None:
-    small = scratch / "small"
-    with boot(scratch) as second:
-        running(second)
-        fault = injected(second, "disk-fill", "--path", f"{SCRATCH}/small", "--leave-free",
-                         "1M", "--for", "10m")
-        assert os.statvfs(small).f_bavail * os.statvfs(small).f_frsize < 2 << 20
-        inside(second, "systemctl", "kill", "-s", "KILL", "hostchaos.service")
-        inside(second, "systemctl", "--force", "--force", "poweroff", timeout=30)
-        time.sleep(1)
-    assert record(scratch, fault["id"])["state"] == "active"  # nothing rolled it back yet
-    with boot(scratch) as third:
-        wait_for(lambda: record(scratch, fault["id"])["state"] == "rolled-back", 60)
-        assert show(third, "hostchaos-sweep.service", "Result") == "success"
-    assert os.statvfs(small).f_bavail * os.statvfs(small).f_frsize > 30 << 20
