@@ -91,3 +91,18 @@ def _elf(*, program_header_types: list[int]) -> bytes:
     struct.pack_into("<HHHHH", header, 0x36, phentsize, len(program_header_types), 64, 0, 0)
     table = b"".join(struct.pack("<I", t) + bytes(phentsize - 4) for t in program_header_types)
     return bytes(header) + table
+
+
+def test_a_host_that_is_not_x86_64_is_refused_with_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library the package ships is x86-64 only: elsewhere clock faults are refused (3)."""
+    import platform
+
+    from hostchaos.errors import PreconditionError
+    from hostchaos.system import capabilities
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    with pytest.raises(PreconditionError, match=r"x86-64 host.*aarch64"):
+        faketime.library()
+    found = capabilities.libfaketime()
+    assert not found.ok and "aarch64" in found.detail
