@@ -99,7 +99,7 @@ def read_only(directory: Path) -> Iterator[None]:
 def test_the_warden_rolls_back_from_its_last_good_copy_when_the_record_is_destroyed(
         state_dir: Path, victim: int) -> None:
     original = nofile_of(victim)
-    fault = inject_nofile(state_dir, victim, seconds="3s")
+    fault = inject_nofile(state_dir, victim, seconds="6s")
     assert nofile_of(victim) == (64, original[1])
     wait_for(lambda: guarding(state_dir, fault["id"]), 30)
     journal = Journal(state_dir)

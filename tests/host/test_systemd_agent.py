@@ -153,16 +153,17 @@ def test_the_agent_works_under_exactly_the_units_capability_set(leader: int,
         wait_for(lambda: "libfaketime" in cat(leader, "/proc/" + show(
             leader, "hc-clock.service", "MainPID") + "/maps"), 10)
         clock_pid = show(leader, "hc-clock.service", "MainPID")
-        cases = [
-            ("nofile", "--pid", main, "--soft", "64"),
-            ("stop", "--pid", sleeper_pid),
-            ("disk-fill", "--path", f"{SCRATCH}/small", "--leave-free", "1M"),
-            ("rate", "--pid", netns_pid, "--iface", "lo", "--rate", "1mbit"),
-            ("clock", "--pid", clock_pid, "--offset", "+5m"),
-            ("freeze", "--unit", VICTIM),
-            ("kill", "--pid", sleeper_pid),
-        ]
-        for case in cases:
+        cases: dict[str, list[str]] = {  # kind -> its options (a dict: a list starting
+            "nofile": ["--pid", main, "--soft", "64"],   # "kill" would read as the program)
+            "stop": ["--pid", sleeper_pid],
+            "disk-fill": ["--path", f"{SCRATCH}/small", "--leave-free", "1M"],
+            "rate": ["--pid", netns_pid, "--iface", "lo", "--rate", "1mbit"],
+            "clock": ["--pid", clock_pid, "--offset", "+5m"],
+            "freeze": ["--unit", VICTIM],
+            "kill": ["--pid", sleeper_pid],
+        }
+        for kind, options in cases.items():
+            case = (kind, *options)
             view = injected(leader, *case, "--for", "1m")
             assert view["state"] == "active", (case, view)
             if case[0] == "nofile":

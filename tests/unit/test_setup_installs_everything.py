@@ -62,11 +62,10 @@ def package_table() -> dict[str, str]:
 
 def setup_packages() -> set[str]:
     """The packages scripts/setup installs: the table's first column, as setup reads it."""
-    out = subprocess.run(
-        ["bash", "-c", "mapfile -t P < <(sed -e 's/#.*//' scripts/debian-packages | "
-         "awk 'NF {print $1}'); printf '%s\\n' \"${P[@]}\""],
-        cwd=REPO, capture_output=True, text=True, check=True).stdout
-    return set(out.split())
+    # setup: sed -e 's/#.*//' scripts/debian-packages | awk 'NF {print $1}'
+    lines = (REPO / "scripts/debian-packages").read_text().splitlines()
+    return {line.split("#", 1)[0].split()[0] for line in lines
+            if line.split("#", 1)[0].split()}
 
 
 def python_argv_words() -> dict[str, set[str]]:
