@@ -208,6 +208,22 @@ def release_handle(handle: str) -> None:
     except OSError as exc:
         raise RollbackError(f"cannot remove network namespace handle {handle}: "
                             f"{exc.strerror}") from exc
+    _drop_shared_mount_if_unused(Path(handle).parent)
+
+
+def _drop_shared_mount_if_unused(directory: Path) -> None:
+    """Unmount the shared mount :func:`shared_mount` made once it holds no handle.
+
+    Handles are made and released under the state lock, so no handle appears
+    meanwhile; the next one mounts it again. A state directory thus carries no
+    mount of hostchaos's while no network fault is open.
+    """
+    if stale_handles(directory, set()):
+        return
+    if _libc.umount2(str(directory).encode(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point (any more)
+            raise RollbackError(f"cannot unmount {directory}: {os.strerror(err)}")
 
 
 def stale_handles(directory: Path, keep: set[str]) -> list[Path]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import open_records, records
+from tests.support.fs import tmpfs as mounted_tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 CHAOS = Path(sys.executable).parent / "chaos"
@@ -22,13 +23,8 @@ CHAOS = Path(sys.executable).parent / "chaos"
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    point = tmp_path / "data"
-    point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "hc-ctk", str(point)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "data", "32m", "hc-ctk") as point:
         yield point
-    finally:
-        subprocess.run(["umount", "--lazy", str(point)], check=False)
 
 
 def chaos(*args: str, cwd: Path, state_dir: Path, env: dict[str, str] | None = None,

@@ -137,3 +137,23 @@ def test_same_device_name_in_two_namespaces_are_two_targets(pair: NetnsPair,
         assert pair.tc_config() == before
         rollback(there, state_dir)
         assert other.tc_config() == other_before
+
+
+def test_no_mount_stays_in_the_state_directory_once_no_network_fault_is_open(
+        pair: NetnsPair, state_dir: Path) -> None:
+    """The handles' directory is a shared mount only while it holds a handle: a state
+    directory (a test's, a demo's, a benchmark's) is left with no mount of hostchaos's."""
+    netns_dir = str(state_dir / "netns")
+    first = inject("--netns", pair.a, "--iface", pair.iface_a, "--dst", "10.1.0.0/16",
+                   state_dir=state_dir)
+    second = inject("--netns", pair.a, "--iface", pair.iface_a, "--dst", "10.2.0.0/16",
+                    state_dir=state_dir)
+    assert netns_dir in mount_points()
+    rollback(first, state_dir)
+    assert netns_dir in mount_points()  # the other fault's handle still needs it
+    rollback(second, state_dir)
+    assert not [p for p in mount_points() if p.startswith(str(state_dir))]
+    third = inject("--netns", pair.a, "--iface", pair.iface_a, state_dir=state_dir)
+    assert netns_dir in mount_points()  # made again when needed
+    rollback(third, state_dir)
+    assert not [p for p in mount_points() if p.startswith(str(state_dir))]

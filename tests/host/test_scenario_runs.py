@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import hostchaos, open_records, records
+from tests.support.fs import tmpfs as mounted_tmpfs
 from tests.support.png import count_color
 from tests.support.waiting import wait_for
 
@@ -35,13 +36,8 @@ finally:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    point = tmp_path / "small"
-    point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "hc-test", str(point)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "small") as point:
         yield point
-    finally:
-        subprocess.run(["umount", "--lazy", str(point)], check=False)
 
 
 FAULT_BAR, FAILED_TICK, PASSED_TICK = (0xE8, 0xA3, 0x3D), (0xC6, 0x28, 0x28), (0x1A, 0x7F, 0x37)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.support.fs import tmpfs
 from tests.support.nspawn import REPO, SCRATCH, booted_container, inside, rootfs
 from tests.support.waiting import wait_for
 
@@ -59,14 +60,8 @@ def install(scratch: Path) -> Path:
 def prepared(path: Path) -> Iterator[Path]:
     """``path`` set up as a container's scratch: units, state directory, a 32 MiB tmpfs."""
     install(path)
-    small = path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "hc-sd-small", str(small)],
-                   check=True)
-    try:
+    with tmpfs(path / "small", "32m", "hc-sd-small"):
         yield path
-    finally:
-        subprocess.run(["umount", "--lazy", str(small)], check=False)
 
 
 def cli(leader: int, *args: str) -> subprocess.CompletedProcess[str]:
