@@ -133,19 +133,37 @@ def _echo_ended(view: dict[str, Any]) -> None:
 
 
 @click.command()
+@click.option("--revive", is_flag=True,
+              help="Hand faults whose warden is gone to a new warden, which ends each at "
+                   "its own deadline, instead of rolling them back now. Used by "
+                   "hostchaos-sweep.service: a sweep that runs while the agent restarts "
+                   "must not cut its faults short. If no warden can start, they are "
+                   "rolled back as without it.")
 @json_option
-def sweep(as_json: bool) -> None:
+def sweep(revive: bool, as_json: bool) -> None:
     """Roll back faults whose deadline or lease passed or whose warden is gone.
 
     Also closes records that a reboot already undid. A damaged record is
     rolled back from its copy; one that cannot be read at all is reported
     (exit 7) and left in place for an operator. Run at boot and every minute
-    by hostchaos-sweep.timer.
+    by hostchaos-sweep.timer (with --revive).
     """
     from hostchaos.cli.output import emit_json
+    from hostchaos.errors import HostchaosError
 
     started = time.monotonic()
-    report = make_engine(revive=False).sweep()
+    engine = make_engine(revive=False)
+    report = engine.sweep(orphans=not revive)
+    if revive and report.still_active:
+        try:
+            engine.revive_warden()
+        except HostchaosError as exc:  # nobody would guard them: end them now
+            click.echo(f"hostchaos: warning: {exc}; rolling back the faults it would hold",
+                       err=True)
+            again = engine.sweep()
+            report.rolled_back += again.rolled_back
+            report.failed += again.failed
+            report.still_active = again.still_active
     data = report.to_dict()
     data["seconds"] = round(time.monotonic() - started, 3)
     if as_json:

@@ -341,6 +341,42 @@ def test_after_a_killed_warden_sweep_alone_rolls_back(state_dir: Path, victim: i
     assert nofile_of(victim) == original and holder(state_dir) is None  # sweep starts none
 
 
+def test_sweep_revive_hands_orphans_to_a_new_warden_that_keeps_their_deadlines(
+        state_dir: Path, victim: int) -> None:
+    """What the minute timer runs: a sweep during an agent restart (its warden gone for a
+    moment) must not cut a fault short; what is overdue still ends at once."""
+    from hostchaos.warden import holder
+
+    other = subprocess.Popen(["sleep", "600"])
+    try:
+        original = nofile_of(victim)
+        later = inject_nofile(state_dir, victim, seconds="12s")
+        overdue = inject_nofile(state_dir, other.pid, seconds="2s")
+        killed = warden_of(state_dir, later["id"])
+        stop_warden(state_dir, later["id"])
+        if nofile_of(other.pid) == original:
+            pytest.fail("the machine is too slow: the warden ended the short fault first")
+        (record,) = [r for r in records(state_dir) if r["id"] == overdue["id"]]
+        time.sleep(max(0.0, float(record["expires_at"]) + 0.2 - time.time()))  # unguarded
+        result = hostchaos("sweep", "--revive", "--json", state_dir=state_dir)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["rolled_back"] == [{"id": overdue["id"], "reason": "deadline reached"}]
+        assert report["still_active"] == [later["id"]]
+        assert nofile_of(victim)[0] == 64  # not cut short...
+        revived = holder(state_dir)
+        assert revived is not None and revived.pid != killed
+        wait_for(lambda: warden_of(state_dir, later["id"]) == revived.pid, 5)
+        wait_for(lambda: nofile_of(victim) == original, 10)
+        (ended,) = [r for r in records(state_dir) if r["id"] == later["id"]]
+        assert ended["end_reason"] == "deadline reached"  # ...it ended at its own deadline
+        assert abs(float(ended["ended_at"]) - float(ended["expires_at"])) < 1.0
+    finally:
+        hostchaos("rollback", "--all", state_dir=state_dir)
+        other.kill()
+        other.wait()
+
+
 def test_kill_9_of_the_warden_at_random_moments(state_dir: Path) -> None:
     from tests.support import warden_chaos
 

@@ -195,3 +195,32 @@ def test_systemctl_stop_rolls_everything_back(leader: int, scratch: Path) -> Non
     assert open_files_limit(leader, main) == limits
     done = record(scratch, fault["id"])
     assert done["state"] == "rolled-back" and "agent stopped" in done["end_reason"]
+
+
+def test_the_timers_sweep_hands_an_orphan_to_a_warden_that_outlives_the_sweep(
+        leader: int, scratch: Path) -> None:
+    """hostchaos-sweep.service (what the minute timer starts) meeting a fault whose warden
+    is gone, as during an agent restart: the fault is not cut short, and the warden the
+    oneshot started survives it and ends the fault at its own deadline."""
+    assert inside(leader, "systemctl", "start", "hostchaos.service").returncode == 0
+    running(leader)
+    assert inside(leader, "systemctl", "start", VICTIM).returncode == 0
+    main = show(leader, VICTIM, "MainPID")
+    limits = open_files_limit(leader, main)
+    fault = injected(leader, "nofile", "--unit", VICTIM, "--soft", "48", "--for", "12s")
+    killed = str(record(scratch, fault["id"])["holder"]["pid"])
+    assert inside(leader, "kill", "-KILL", killed).returncode == 0
+    wait_for(lambda: inside(leader, "test", "-d", f"/proc/{killed}").returncode != 0, 10)
+    swept = inside(leader, "systemctl", "start", "hostchaos-sweep.service")
+    assert swept.returncode == 0, swept.stderr
+    assert show(leader, "hostchaos-sweep.service", "ActiveState") == "inactive"
+    assert record(scratch, fault["id"])["state"] == "active"
+    assert open_files_limit(leader, main).split()[0] == "48"
+    wait_for(lambda: str(record(scratch, fault["id"])["holder"]["pid"]) != killed, 10)
+    warden = str(record(scratch, fault["id"])["holder"]["pid"])
+    assert "hostchaos-sweep.service" in cat(leader, f"/proc/{warden}/cgroup")
+    wait_for(lambda: record(scratch, fault["id"])["state"] == "rolled-back", 30)
+    done = record(scratch, fault["id"])
+    assert done["end_reason"] == "deadline reached"
+    assert abs(done["ended_at"] - done["expires_at"]) <= 1.0, done
+    assert open_files_limit(leader, main) == limits
