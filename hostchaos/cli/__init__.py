@@ -52,8 +52,16 @@ def _fail(ctx: click.Context, message: str, code: int, data: dict[str, Any]) -> 
         from hostchaos.cli.output import emit_json
 
         emit_json({"error": data})
-    click.echo(f"hostchaos: {message}", err=True)
+    click.echo(f"hostchaos: {one_line(message)}", err=True)
     ctx.exit(code)
+
+
+def one_line(message: str) -> str:
+    """``message`` with its non-printable characters escaped (a user's text may hold a line
+    break or a carriage return), so an error is always exactly one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def _wants_json() -> bool:
@@ -121,7 +129,7 @@ def main() -> None:
 
             emit_json({"error": {"type": "spec", "message": exc.format_message(),
                                  "exit_code": exc.exit_code}})
-        click.echo(f"hostchaos: {exc.format_message()}", err=True)
+        click.echo(f"hostchaos: {one_line(exc.format_message())}", err=True)
         code = exc.exit_code
     except click.exceptions.Abort:
         click.echo("hostchaos: interrupted", err=True)
