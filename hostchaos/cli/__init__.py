@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from hostchaos import __version__
-from hostchaos.errors import HostchaosError
+from hostchaos.errors import HostchaosError, one_line
 
 EPILOG = """\b
 Exit codes: 0 ok, 2 bad input, 3 host lacks a precondition, 4 target not found,
@@ -54,14 +54,6 @@ def _fail(ctx: click.Context, message: str, code: int, data: dict[str, Any]) -> 
         emit_json({"error": data})
     click.echo(f"hostchaos: {one_line(message)}", err=True)
     ctx.exit(code)
-
-
-def one_line(message: str) -> str:
-    """``message`` with its non-printable characters escaped (a user's text may hold a line
-    break or a carriage return), so an error is always exactly one line."""
-    if message.isprintable():
-        return message
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def _wants_json() -> bool:
@@ -122,6 +114,11 @@ def main() -> None:
     try:
         code = cli.main(prog_name="hostchaos", standalone_mode=False)
     except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:  # `hostchaos inject`: the help, on stdout
+        click.echo(exc.format_message())
+        click.echo(f"hostchaos: give a command after '{exc.ctx.command_path}' (see the help "
+                   "above)", err=True)
         code = exc.exit_code
     except click.ClickException as exc:
         if _wants_json():
