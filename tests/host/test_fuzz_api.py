@@ -31,7 +31,7 @@ from hostchaos.sandbox import NetnsPair
 from tests.support.agent import raw_request, running_agent
 from tests.support.cli import open_records
 from tests.support.fs import tmpfs
-from tests.support.fuzz import FUZZ, durations, garbage_text, huge_numbers
+from tests.support.fuzz import FUZZ, SLOW, durations, garbage_text, huge_numbers
 from tests.support.fuzz_sandbox import FuzzSandbox
 from tests.support.fuzz_targets import PLACEHOLDER, option_values, plausible_options, safe_options
 
@@ -171,6 +171,7 @@ def _id(world: FuzzSandbox, raw: str) -> str:
     return quote(world.last_id if raw == "LAST" else raw, safe="")
 
 
+@SLOW
 @FUZZ
 @given(req=request)
 def test_every_request_gets_a_documented_answer_and_leaves_nothing(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from hostchaos.faults.options import spec_options
 from hostchaos.sandbox import NetnsPair
 from tests.support.cli import hostchaos, open_records
 from tests.support.fs import tmpfs
-from tests.support.fuzz import FUZZ, durations, garbage_text, huge_numbers, one_line
+from tests.support.fuzz import FUZZ, SLOW, durations, garbage_text, huge_numbers, one_line
 from tests.support.fuzz_sandbox import FuzzSandbox
 from tests.support.fuzz_targets import PLACEHOLDER, option_values, plausible_options, safe_argv
 
@@ -180,7 +181,7 @@ def judge(argv: list[str], code: int, out: str, err: str, world: FuzzSandbox) ->
     assert code in EXIT_CODES, (argv, code, out, err)
     world.counts[f"exit {code}"] += 1
     if os.environ.get("HOSTCHAOS_FUZZ_SHOW"):
-        print(code, argv, err.strip()[:200])
+        print(f"{time.monotonic():.2f}", code, argv, err.strip()[:200])
     if code != 0:
         one_line(err)
         if "--json" in argv[1:] and out.strip():
@@ -203,6 +204,7 @@ def take_back(argv: list[str], code: int, out: str, world: FuzzSandbox) -> None:
     assert open_records(world.state_dir) == [], argv
 
 
+@SLOW
 @FUZZ
 @given(raw=argv_strategy)
 def test_any_argument_list_ends_in_success_or_one_line_with_its_exit_code(
@@ -221,6 +223,7 @@ def _encodable(argv: list[str]) -> bool:
         return False
 
 
+@SLOW
 @settings(FUZZ, max_examples=50)
 @given(raw=argv_strategy)
 def test_the_real_command_answers_as_the_in_process_one(world: FuzzSandbox,

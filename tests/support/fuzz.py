@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,9 @@ durations = st.one_of(st.sampled_from(["1s", "30s", "5m", "1h", "1h30m", "500ms"
                                        "-1s", "-5m", "0s", "10d", "1e9s", "s", "ms", "5 m",
                                        "1h-30m", "+3s", "inf", "nan", "2h", "59m59s"]),
                       garbage_text, huge_numbers.map(str))
+
+#: 2000 examples take a few minutes on a loaded 2-core machine: beyond the default 300 s
+SLOW = pytest.mark.timeout(1800)
 
 _LINE_ERROR = re.compile(r"^hostchaos: (?P<rest>.*)$")
 

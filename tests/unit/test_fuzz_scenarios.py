@@ -23,7 +23,7 @@ from hostchaos.cli import cli
 from hostchaos.faults import KINDS, fault_class
 from hostchaos.faults.options import spec_options
 from hostchaos.scenario import loader
-from tests.support.fuzz import FUZZ, durations, garbage_text, huge_numbers, one_line
+from tests.support.fuzz import FUZZ, SLOW, durations, garbage_text, huge_numbers, one_line
 
 #: plausible values for a kind's option, by option name (dry-run: never looked up)
 VALUES: dict[str, list[Any]] = {
@@ -155,6 +155,7 @@ def judge(path: Path, code: int, out: str, err: str) -> None:
     assert rest.startswith(f"{path}:") or rest.startswith("--set "), rest
 
 
+@SLOW
 @FUZZ
 @given(raw=scenario_bytes(), sets=st.lists(st.sampled_from(["pid=1234", "iface=x", "x",
                                                            "=v", "nope=1", "x=${x}"]),
