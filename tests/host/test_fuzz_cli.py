@@ -234,6 +234,8 @@ def test_the_real_command_answers_as_the_in_process_one(world: FuzzSandbox,
         return
     inner = run_main(argv, world)
     take_back(argv, inner[0], inner[1], world)
+    world.refresh()  # the in-process run may have killed the victim: the same input, a live one
+    argv = _concrete(raw, world)
     result = hostchaos(*argv, state_dir=world.state_dir, env={"HOSTCHAOS_SOCKET": str(
         Path(world.state_dir) / "no-agent.sock")})
     judge(argv, result.returncode, result.stdout, result.stderr, world)
