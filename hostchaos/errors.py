@@ -11,6 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 
+def one_line(message: str) -> str:
+    """``message`` with its non-printable characters escaped (a user's text inside it may
+    hold a line break or a carriage return), so an error is always exactly one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 class HostchaosError(Exception):
     """Base of every hostchaos error: a one-line message meant for an operator."""
 
@@ -26,7 +34,7 @@ class HostchaosError(Exception):
         cls.label = label or cls.label
 
     def to_dict(self) -> dict[str, object]:
-        return {"type": self.label, "message": str(self), "exit_code": self.exit_code}
+        return {"type": self.label, "message": one_line(str(self)), "exit_code": self.exit_code}
 
 
 class SpecError(HostchaosError, exit_code=2, http_status=400, label="spec"):

@@ -39,7 +39,7 @@ from starlette.routing import Route
 from hostchaos import __version__
 from hostchaos.agent.logs import WARNING, log
 from hostchaos.agent.service import Client, FaultService
-from hostchaos.errors import HostchaosError, SpecError
+from hostchaos.errors import HostchaosError, SpecError, one_line
 
 MAX_BODY_BYTES = 1 << 20
 #: the longest rollback reason a client may have recorded
@@ -62,7 +62,8 @@ class HTTPProblem(Exception):
 
 def error_response(status: int, kind: str, message: str, *, fault_id: str | None = None,
                    exit_code: int | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "message": message, "fault_id": fault_id,
+    return JSONResponse({"error": {"type": kind, "message": one_line(message),
+                                   "fault_id": fault_id,
                                    "exit_code": exit_code}}, status_code=status)
 
 
@@ -103,8 +104,8 @@ async def read_json(request: Request, allowed: set[str], *, optional: bool = Fal
         raise HTTPProblem(400, "bad-request", "request body must be a JSON object")
     unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
-        raise HTTPProblem(400, "bad-request", f"unknown field(s) {', '.join(unknown)} "
-                                              f"(known: {', '.join(sorted(allowed))})")
+        known = f"known: {', '.join(sorted(allowed))}" if allowed else "this takes no fields"
+        raise HTTPProblem(400, "bad-request", f"unknown field(s) {', '.join(unknown)} ({known})")
     return data
 
 
@@ -193,7 +194,7 @@ def create_app(service: FaultService, *, metrics: Any = None) -> Starlette:
         result = await run_in_threadpool(lambda: service.rollback_all(client=client))
         if result["errors"]:
             message = "; ".join(result["errors"])
-            return JSONResponse({"error": {"type": "rollback", "message": message,
+            return JSONResponse({"error": {"type": "rollback", "message": one_line(message),
                                            "fault_id": None, "exit_code": 7}, **result},
                                 status_code=500)
         return JSONResponse(result)

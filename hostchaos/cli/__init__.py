@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from hostchaos import __version__
-from hostchaos.errors import HostchaosError
+from hostchaos.errors import HostchaosError, one_line
 
 EPILOG = """\b
 Exit codes: 0 ok, 2 bad input, 3 host lacks a precondition, 4 target not found,
@@ -52,7 +52,7 @@ def _fail(ctx: click.Context, message: str, code: int, data: dict[str, Any]) -> 
         from hostchaos.cli.output import emit_json
 
         emit_json({"error": data})
-    click.echo(f"hostchaos: {message}", err=True)
+    click.echo(f"hostchaos: {one_line(message)}", err=True)
     ctx.exit(code)
 
 
@@ -115,13 +115,18 @@ def main() -> None:
         code = cli.main(prog_name="hostchaos", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:  # `hostchaos inject`: the help, on stdout
+        click.echo(exc.format_message())
+        click.echo(f"hostchaos: give a command after '{exc.ctx.command_path}' (see the help "
+                   "above)", err=True)
+        code = exc.exit_code
     except click.ClickException as exc:
         if _wants_json():
             from hostchaos.cli.output import emit_json
 
             emit_json({"error": {"type": "spec", "message": exc.format_message(),
                                  "exit_code": exc.exit_code}})
-        click.echo(f"hostchaos: {exc.format_message()}", err=True)
+        click.echo(f"hostchaos: {one_line(exc.format_message())}", err=True)
         code = exc.exit_code
     except click.exceptions.Abort:
         click.echo("hostchaos: interrupted", err=True)

@@ -341,19 +341,38 @@ def load(path: str | Path, overrides: Mapping[str, str] | None = None) -> Scenar
     """The scenario in ``path``, checked; SpecError ``FILE:LINE: KEY: reason`` otherwise."""
     name = str(path)
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise SpecError(f"{name}: cannot read the scenario: {exc.strerror}") from None
-    loader = _Loader(text)
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SpecError(f"{name}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}): save "
+                        "the scenario as UTF-8") from None
+    try:
+        return _load(name, text, overrides)
+    except RecursionError:
+        raise SpecError(f"{name}: nested too deeply to read: flatten the steps (a parallel: "
+                        "or random: inside another is fine a few levels deep)") from None
+
+
+def _load(name: str, text: str, overrides: Mapping[str, str] | None) -> Scenario:
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _bad_character(name, text, exc) from None
     loader.name = name
     try:
         document = loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        raise _bad_character(name, text, exc) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
         raise SpecError(f"{name}:{line}: YAML syntax: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"{name}: YAML: {exc}") from None
+        raise SpecError(f"{name}: YAML: {' '.join(str(exc).split())}") from None
     finally:
         loader.dispose()
     if not isinstance(document, _Mapping):
@@ -393,6 +412,14 @@ def load(path: str | Path, overrides: Mapping[str, str] | None = None) -> Scenar
         steps=reader.steps(document["steps"], document.lines["steps"], "steps"),
         **kwargs,
     )
+
+
+def _bad_character(name: str, text: str, exc: yaml.reader.ReaderError) -> SpecError:
+    line = text[:exc.position].count("\n") + 1
+    char = exc.character
+    shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+    return SpecError(f"{name}:{line}: YAML: character {shown} is not allowed in a YAML file: "
+                     "remove it")
 
 
 def _empty() -> _Mapping:
