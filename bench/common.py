@@ -65,10 +65,10 @@ def command() -> str:
         script = os.path.relpath(script, REPO)
     except ValueError:
         pass
+    args = [os.path.relpath(a, REPO) if a.startswith(f"{REPO}/") else a for a in sys.argv[1:]]
     if tier() == "vm":  # how to run it again from the host: one VM boot
-        return shlex.join(["scripts/vm-run", "--venv", ".venv", "--", "python", script,
-                           *sys.argv[1:]])
-    return shlex.join([exe, script, *sys.argv[1:]])
+        return shlex.join(["scripts/vm-run", "--venv", ".venv", "--", "python", script, *args])
+    return shlex.join([exe, script, *args])
 
 
 def percentile(values: Sequence[float], p: float) -> float:

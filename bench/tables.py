@@ -86,6 +86,8 @@ def render_network_paths(result: Result) -> list[str]:
                          round(median / root, 2) if root and median is not None else None])
     out = table(["kind", "path", "median ms", "p95 ms", "rounds", "÷ tc-same-tree",
                  "÷ tc-root"], rows)
+    if result.get("partial"):
+        out += ["", "**Partial**: the run ended before every kind was measured."]
     leaves = {k: d.get("tc_leaf") for k, d in result.get("kinds", {}).items()}
     if leaves:
         out += ["", "tc leaves: " + "; ".join(f"{k} `{v}`" for k, v in leaves.items())]
