@@ -10,7 +10,9 @@ warms the page cache, timed with subprocess + perf_counter (no hyperfine):
   --dry-run``: the same path with a tbf leaf);
 - ``python -c pass`` of the same interpreter: the floor every Python CLI pays.
 
-Each command is the venv's ``hostchaos`` console script, as an operator runs it.
+Each command is the venv's ``hostchaos`` console script, as an operator runs it. Beside
+the wall time, the CPU time (user + system) each run used: on a loaded machine the wall
+time includes waiting for a CPU, the CPU time is the work itself.
 Acceptance (issue 15): ``--help`` under 150 ms, median of 10, on the build machine.
 
     .venv/bin/python bench/coldstart.py --write bench/results/coldstart-host.json
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,19 +42,31 @@ def script() -> str:
     return str(found) if found.exists() else "hostchaos"
 
 
-def run_times(argv: list[str], rounds: int, env: dict[str, str]) -> list[float]:
-    out = []
+def cpu_ms_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def run_times(argv: list[str], rounds: int, env: dict[str, str]
+              ) -> tuple[list[float], list[float]]:
+    """Wall milliseconds and CPU milliseconds (user + system, of the process and its
+    children) of each run: on a busy machine the wall time waits for a CPU, the CPU time
+    does not."""
+    out, cpu = [], []
     for i in range(rounds + 1):
+        cpu_before = cpu_ms_of_children()
         started = time.perf_counter()
         done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               env=env, check=False)
         elapsed = (time.perf_counter() - started) * 1000
+        used = cpu_ms_of_children() - cpu_before
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: "
                                f"{done.stderr.decode().strip()}")
         if i:
             out.append(elapsed)
-    return out
+            cpu.append(used)
+    return out, cpu
 
 
 def main() -> int:
@@ -85,8 +101,11 @@ def main() -> int:
                 cases["hostchaos inject latency --dry-run"] = latency
         try:
             for name, argv in cases.items():
-                results[name] = summary(run_times(argv, args.rounds, env))
-                print(f"{name:40} median {results[name]['median_ms']:8.1f} ms", file=sys.stderr)
+                wall, cpu = run_times(argv, args.rounds, env)
+                results[name] = {**summary(wall),
+                                 "cpu_median_ms": round(statistics.median(cpu), 1)}
+                print(f"{name:40} median {results[name]['median_ms']:8.1f} ms, CPU "
+                      f"{results[name]['cpu_median_ms']:8.1f} ms", file=sys.stderr)
         finally:
             if pair is not None:
                 pair.remove()

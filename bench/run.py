@@ -27,7 +27,9 @@ part that failed keeps its previous file). The VM part boots once:
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -35,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, RESULTS
+from bench.common import REPO, RESULTS, machine
 
 PY = "python"  # inside the VM the venv is first on PATH; on the host sys.executable
 
@@ -85,9 +87,26 @@ def run_part(name: str, quick: bool, python: str) -> bool:
     print(f"== {name}: {' '.join(full)}", flush=True)
     started = time.monotonic()
     done = subprocess.run(full, cwd=REPO, check=False)
+    if done.returncode == 0 and out.exists():
+        stamp(out, name, [python if python == PY else ".venv/bin/python", *full[1:]])
     print(f"== {name}: {'ok' if done.returncode == 0 else f'FAILED (exit {done.returncode})'}"
           f" ({time.monotonic() - started:.0f} s)", flush=True)
     return done.returncode == 0
+
+
+def stamp(path: Path, name: str, argv: list[str]) -> None:
+    """Add what the table needs to a result that lacks it (a bench that does not use
+    bench/common.py): its name, the machine, the command that made it."""
+    try:
+        result = json.loads(path.read_text())
+    except ValueError:
+        return
+    if not isinstance(result, dict) or "machine" in result:
+        return
+    argv = [os.path.relpath(a, REPO) if a.startswith(f"{REPO}/") else a for a in argv]
+    result = {"bench": result.get("bench", name.rsplit("-", 1)[0]), "machine": machine(),
+              "command": shlex.join(argv), **result}
+    path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def main() -> int:

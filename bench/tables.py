@@ -86,6 +86,9 @@ def render_network_paths(result: Result) -> list[str]:
                          round(median / root, 2) if root and median is not None else None])
     out = table(["kind", "path", "median ms", "p95 ms", "rounds", "÷ tc-same-tree",
                  "÷ tc-root"], rows)
+    for kind, data in result.get("kinds", {}).items():
+        for path, why in data.get("failed", {}).items():
+            out += ["", f"**{kind} through {path} failed**: {why}"]
     if result.get("partial"):
         out += ["", "**Partial**: the run ended before every kind was measured."]
     leaves = {k: d.get("tc_leaf") for k, d in result.get("kinds", {}).items()}
@@ -108,8 +111,9 @@ def render_fidelity(result: Result) -> list[str]:
 
 def render_coldstart(result: Result) -> list[str]:
     rows = [[f"`{name}`", s.get("median_ms"), s.get("p95_ms"), s.get("min_ms"),
-             s.get("rounds")] for name, s in result.get("results", {}).items()]
-    out = table(["command", "median ms", "p95 ms", "min ms", "runs"], rows)
+             s.get("cpu_median_ms"), s.get("rounds")]
+            for name, s in result.get("results", {}).items()]
+    out = table(["command", "median ms", "p95 ms", "min ms", "CPU median ms", "runs"], rows)
     target = result.get("target_help_ms")
     if target is not None:
         met = "met" if result.get("help_meets_target") else "**not met**"
@@ -128,9 +132,13 @@ def _scalars(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
+#: never in a table: shown in the provenance line, or a host name
+NOT_SHOWN = {"bench", "machine", "command", "host", "hostname", "node"}
+
+
 def render_generic(result: Result) -> list[str]:
     """The first list of objects (or object of objects) as rows of their scalar fields."""
-    body = {k: v for k, v in result.items() if k not in ("bench", "machine", "command")}
+    body = {k: v for k, v in result.items() if k not in NOT_SHOWN}
     for key, value in body.items():
         items: list[tuple[str, Any]] = []
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
@@ -155,9 +163,31 @@ def render_generic(result: Result) -> list[str]:
     return table(["field", "value"], [[k, v] for k, v in fields.items()])
 
 
+#: the columns of scale's rows worth a table, in order (others stay in the JSON)
+SCALE_COLUMNS = ["kind", "faults", "apply_all_s", "rollback_all_s", "rollback_all_engine_s",
+                 "rollback_all_cli_s", "rss_mib.warden", "rss_mib.agent", "rss_mib.cli"]
+
+
+def render_scale(result: Result) -> list[str]:
+    """bench/scale.py's rows by size; anything else it reports as a line under the table."""
+    rows = result.get("rows")
+    if not isinstance(rows, list) or not rows:
+        return render_generic(result)
+    flat = [_scalars(r) for r in rows if isinstance(r, dict)]
+    columns = [c for c in SCALE_COLUMNS if any(c in f for f in flat)]
+    if len(columns) < 2:
+        return render_generic(result)
+    out = table(columns, [[f.get(c) for c in columns] for f in flat])
+    rest = {k: v for k, v in _scalars({k: v for k, v in result.items()
+                                       if k not in NOT_SHOWN and k != "rows"}).items()}
+    if rest:
+        out += ["", "; ".join(f"{k}: {num(v)}" for k, v in rest.items())]
+    return out
+
+
 RENDERERS: dict[str, Callable[[Result], list[str]]] = {
     "network_paths": render_network_paths, "fidelity": render_fidelity,
-    "coldstart": render_coldstart,
+    "coldstart": render_coldstart, "scale": render_scale,
 }
 
 #: marker name -> the result files it is built from, in order

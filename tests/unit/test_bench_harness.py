@@ -44,7 +44,8 @@ def test_a_stale_table_is_reported_and_an_unknown_shape_still_renders(tmp_path: 
     (results / "scale-host.json").write_text(json.dumps({
         "bench": "scale", "machine": {"tier": "host", "cpu": "X", "cores": 2, "kernel": "k",
                                       "python": "3", "date": "d"},
-        "command": "python bench/scale.py", "sizes": [{"faults": 1, "apply_s": 0.01},
+        "command": "python bench/scale.py", "host": "buildbox-7",
+        "sizes": [{"faults": 1, "apply_s": 0.01},
                                                        {"faults": 10, "apply_s": 0.1}]}))
     args = ["--doc", str(doc), "--results", str(results)]
     assert run_tables("--check", *args).returncode == 1
@@ -53,6 +54,7 @@ def test_a_stale_table_is_reported_and_an_unknown_shape_still_renders(tmp_path: 
     assert "prose kept" in text and "more prose" in text and "old" not in text
     assert "| faults | apply_s |" in text and "| 10 | 0.10 |" in text
     assert "python bench/scale.py" in text and "kernel k" in text
+    assert "buildbox-7" not in text  # no host names in the docs
     assert run_tables("--check", *args).returncode == 0
 
 
