@@ -7,7 +7,6 @@ argument errors answer in a few tens of milliseconds.
 from __future__ import annotations
 
 import sys
-import traceback
 from typing import Any
 
 import click
@@ -40,20 +39,26 @@ class HostchaosGroup(click.Group):
             raise
         except Exception as exc:  # a bug: say so in one line unless --debug
             if ctx.find_root().params.get("debug"):
-                traceback.print_exc()
+                _print_traceback()
             _fail(ctx, f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)", 1,
                   {"type": "internal", "message": str(exc)})
 
 
 def _fail(ctx: click.Context, message: str, code: int, data: dict[str, Any]) -> None:
     if ctx.find_root().params.get("debug"):
-        traceback.print_exc()
+        _print_traceback()
     if _wants_json():
         from hostchaos.cli.output import emit_json
 
         emit_json({"error": data})
     click.echo(f"hostchaos: {one_line(message)}", err=True)
     ctx.exit(code)
+
+
+def _print_traceback() -> None:
+    import traceback  # only with --debug: not on the path of `--help`
+
+    traceback.print_exc()
 
 
 def _wants_json() -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -38,6 +37,8 @@ def agent(socket_path: Path | None, group: str | None, tcp: str | None,
       sudo hostchaos agent --group chaos
       curl --unix-socket /run/hostchaos/hostchaos.sock http://agent/v1/health
     """
+    import dataclasses
+
     from hostchaos.agent.server import Agent
     from hostchaos.config import Config
 
