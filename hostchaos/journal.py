@@ -351,6 +351,27 @@ class Journal:
         return sorted(directory / n for n in names
                       if n.endswith(".json") and not n.startswith("."))
 
+    def ended_written_before(self, when: float) -> list[Path]:
+        """Ended record files last modified before ``when`` (wall clock); no file is read."""
+        found = []
+        try:
+            entries = os.scandir(self.ended_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise JournalError(f"cannot list {self.ended_dir}: {exc.strerror}") from exc
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if not name.endswith(".json") or name.startswith("."):
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime < when:
+                        found.append(self.ended_dir / name)
+                except OSError:
+                    continue
+        return sorted(found)
+
     def stale_temp_files(self) -> list[Path]:
         """Temporary files left by a writer that died before its rename."""
         stale = []
