@@ -496,7 +496,10 @@ class Engine:
                 tmp.unlink(missing_ok=True)
             this_boot = boot_id()
             now, boot_now = self.clock(), self.boottime()
-            peers = self._peers_of(records)
+            # the open faults of this boot (and those that outlive a reboot): a reboot took
+            # the others, which are closed without touching the host
+            peers = self._peers_of([r for r in records
+                                    if r.boot_id == this_boot or r.survives_reboot])
             for record in records:
                 try:
                     self._sweep_one(record, this_boot, now, boot_now, report, peers,
@@ -555,7 +558,6 @@ class Engine:
             record.ended_at = now
             record.end_reason = "the reboot removed it"
             self.journal.save(record)
-            peers[:] = [p for p in peers if p.id != record.id]
             report.closed_by_reboot.append(record.id)
             return
         if record.boot_id != this_boot:  # it survives reboots (a fill file): take it out now

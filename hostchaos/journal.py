@@ -306,11 +306,12 @@ class Journal:
         """Open records (and ended ones if asked), oldest first, plus unreadable ones."""
         good: list[FaultRecord] = []
         bad: list[UnreadableRecord] = []
-        paths = self._listing(self.faults_dir)
-        ended = self._listing(self.ended_dir)
-        ended_names = {p.name for p in ended}
-        paths = [p for p in paths if p.name not in ended_names]  # a crash mid-move
-        for path in paths + (ended if include_ended else []):
+        ended_names = self.record_names(ended=True)
+        skip = set(ended_names)  # a crash mid-move: the ended copy wins
+        paths = [self.faults_dir / name for name in self.record_names() if name not in skip]
+        if include_ended:
+            paths += [self.ended_dir / name for name in ended_names]
+        for path in paths:
             try:
                 good.append(self._read_or_copy(path))
             except FileNotFoundError:
@@ -340,17 +341,6 @@ class Journal:
         """The record in ``path`` (or its copy); FileNotFoundError, RecordUnreadable."""
         return self._read_or_copy(path)
 
-    @staticmethod
-    def _listing(directory: Path) -> list[Path]:
-        try:
-            names = os.listdir(directory)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        except OSError as exc:
-            raise JournalError(f"cannot list {directory}: {exc.strerror}") from exc
-        return sorted(directory / n for n in names
-                      if n.endswith(".json") and not n.startswith("."))
-
     def ended_written_before(self, when: float) -> list[Path]:
         """Ended record files last modified before ``when`` (wall clock); no file is read."""
         found = []
@@ -367,10 +357,10 @@ class Journal:
                     continue
                 try:
                     if entry.stat(follow_symlinks=False).st_mtime < when:
-                        found.append(self.ended_dir / name)
+                        found.append(name)
                 except OSError:
                     continue
-        return sorted(found)
+        return [self.ended_dir / name for name in sorted(found)]
 
     def stale_temp_files(self) -> list[Path]:
         """Temporary files left by a writer that died before its rename."""
@@ -391,10 +381,11 @@ class Journal:
         return sorted(stale)
 
     def remove(self, fault_id: str) -> None:
-        for path in (self.path_of(fault_id, ended=True), self.path_of(fault_id)):
-            for each in (path, self.copy_of(path)):
+        name = f"{fault_id}.json"
+        for directory in (str(self.ended_dir), str(self.faults_dir)):
+            for each in (f"{directory}/{name}", f"{directory}/.{name}.copy"):
                 with contextlib.suppress(FileNotFoundError):
-                    each.unlink()
+                    os.unlink(each)
 
 
 class UndoLog:

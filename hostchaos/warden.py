@@ -478,6 +478,7 @@ class Warden:
                 self._schedule(fault_id)
             else:
                 batch.append((fault_id, reason, guarded.record))
+        count, failed, started = len(batch), 0, time.monotonic()
         while batch:
             try:
                 results = self.engine.rollback_many(batch[:MAX_BATCH],
@@ -488,7 +489,11 @@ class Warden:
                 results = [(batch[0][0], RuntimeError("nothing was rolled back"))]
             batch = batch[len(results):]
             for fault_id, outcome in results:
+                failed += isinstance(outcome, Exception)
                 self._ended(fault_id, outcome)
+        if count > 1:
+            log(f"one batch of {count} due faults: {count - failed} rolled back, {failed} "
+                f"failed, {(time.monotonic() - started) * 1000:.1f} ms")
 
     def _ended(self, fault_id: str, outcome: FaultRecord | Exception) -> None:
         """Take in the outcome of one rollback: forget the fault, or retry it later."""
