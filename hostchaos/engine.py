@@ -384,7 +384,7 @@ class Engine:
         """Take the fault out of the host; the journal is written only as far as it can be."""
         record.transition(ROLLING_BACK, reason)
         record.actor = ProcessRef.current()
-        self._save_quietly(record)
+        self._save_quietly(record, with_copy=False)  # one write fewer per rollback
         try:
             fault.rollback(UndoLog(record, None))
         except Exception as exc:
@@ -410,10 +410,10 @@ class Engine:
             # an unknown kind raises SpecError here: nothing knows how to roll it back
             return self.fault_class(record.kind).for_rollback()
 
-    def _save_quietly(self, record: FaultRecord) -> str | None:
+    def _save_quietly(self, record: FaultRecord, *, with_copy: bool = True) -> str | None:
         """Save ``record`` if the journal lets us; return the problem otherwise."""
         try:
-            self.journal.save(record)
+            self.journal.save(record, with_copy=with_copy)
         except JournalError as exc:
             return str(exc)
         return None

@@ -194,12 +194,15 @@ class Journal:
     def copy_of(self, path: Path) -> Path:
         return path.parent / f".{path.name}.copy"
 
-    def save(self, record: FaultRecord, *, durable: bool | None = None) -> None:
+    def save(self, record: FaultRecord, *, durable: bool | None = None,
+             with_copy: bool = True) -> None:
         """Replace the record (and its copy) atomically; fsync when the fault outlives a reboot.
 
         A record that ends moves to ``ended/``: written there first, then the open
         copy is unlinked, so a crash in between leaves both and readers prefer the
-        ended one.
+        ended one. ``with_copy=False`` leaves the last good copy as it was (used
+        when a rollback starts: the copy's notes are the same, and a fault read
+        from it is rolled back again, which is idempotent).
         """
         if durable is None:
             durable = record.survives_reboot
@@ -212,7 +215,7 @@ class Journal:
                 for stale in (self.path_of(record.id), self.copy_of(self.path_of(record.id))):
                     with contextlib.suppress(FileNotFoundError):
                         stale.unlink()
-            else:
+            elif with_copy or not os.path.exists(self.copy_of(final)):
                 self._replace(self.copy_of(final), data, durable)
         except OSError as exc:
             raise JournalError(f"cannot write fault record {final}: {exc.strerror}") from exc
