@@ -169,7 +169,9 @@ def main() -> int:
                         help="seconds between consecutive deadlines")
     parser.add_argument("--write", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
+    import signal
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on the way out
     load_before = os.getloadavg()[0]
     result: dict[str, object] = {}
     with targets(args.kind, args.faults) as (items, options, faulted, restored), \
