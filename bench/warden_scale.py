@@ -69,6 +69,17 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
@@ -153,6 +164,11 @@ class Injector:
     def rss_kib(self) -> dict[str, int]:
         return {name: rss_kib(pid) or 0 for name, pid in self.processes().items()}
 
+    def pss_kib(self) -> dict[str, int]:
+        """Proportional set size: shared pages (libpython, the same .so files) split between
+        the processes sharing them, where VmRSS counts them in full in each."""
+        return {name: pss_kib(pid) for name, pid in self.processes().items()}
+
     def close(self) -> None:
         if self.agent is not None:
             stop_agent(self.agent)
@@ -204,6 +220,7 @@ def main() -> int:
 
             peak = dict(rss_all_open)
             peak_sum = sum(rss_all_open.values())
+            pss_at_peak = injector.pss_kib()
             last_deadline = time.monotonic() + args.lead + args.faults * args.spacing
             engine = injector.engine
             while time.monotonic() < last_deadline + 120:
@@ -212,6 +229,8 @@ def main() -> int:
                     peak[name] = max(peak.get(name, 0), kib)
                 if "warden" in now_rss:
                     peak_sum = max(peak_sum, sum(now_rss.values()))
+                    if sum(now_rss.values()) >= peak_sum:
+                        pss_at_peak = injector.pss_kib()
                 if not engine.journal.has_open_records():
                     break
                 time.sleep(0.2)
@@ -243,6 +262,8 @@ def main() -> int:
                 "rss_mib_peak": {k: round(v / 1024, 1) for k, v in peak.items()},
                 "rss_mib_peak_sum": round(peak_sum / 1024, 1),
                 "rss_mb_peak_sum": round(peak_sum * 1024 / 1e6, 1),
+                "pss_mib_at_peak": {k: round(v / 1024, 1) for k, v in pss_at_peak.items()},
+                "pss_mib_sum_at_peak": round(sum(pss_at_peak.values()) / 1024, 1),
                 "warden_rss_mib_peak": round(peak.get("warden", 0) / 1024, 1),
                 "lateness_ms_p50": round(pct(late, 0.5) * 1000, 1),
                 "lateness_ms_p99": round(pct(late, 0.99) * 1000, 1),

@@ -529,7 +529,8 @@ class Engine:
             except FileNotFoundError:
                 continue
             except JournalError as exc:  # both it and its copy damaged: show it, keep it
-                report.unreadable.append({"path": str(path), "problem": str(exc)})
+                report.unreadable.append({"path": str(path),
+                                          "problem": getattr(exc, "problem", str(exc))})
                 continue
             if not record.is_open and record.ended_at and now - record.ended_at > \
                     KEEP_ENDED_SECONDS and record.id == path.name.removesuffix(".json"):
