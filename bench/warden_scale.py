@@ -69,6 +69,16 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pss_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as handle:
@@ -218,6 +228,9 @@ def main() -> int:
                                 - (time.monotonic() - t0))
             extend_all = time.monotonic() - t0
 
+            warden_pid = procs["warden"]
+            warden_cpu_before = cpu_s(warden_pid)
+            warden_cpu = 0.0
             peak = dict(rss_all_open)
             peak_sum = sum(rss_all_open.values())
             pss_at_peak = injector.pss_kib()
@@ -231,9 +244,12 @@ def main() -> int:
                     peak_sum = max(peak_sum, sum(now_rss.values()))
                     if sum(now_rss.values()) >= peak_sum:
                         pss_at_peak = injector.pss_kib()
+                warden_cpu = max(warden_cpu, cpu_s(warden_pid) - warden_cpu_before)
                 if not engine.journal.has_open_records():
                     break
                 time.sleep(0.2)
+            time.sleep(0.5)  # the last batch's bookkeeping
+            warden_cpu = max(warden_cpu, cpu_s(warden_pid) - warden_cpu_before)
             records, unreadable = engine.journal.scan(include_ended=True)
             still_open = [r.id for r in records if r.is_open]
             ended = sorted((r for r in records if not r.is_open and r.ended_at is not None),
@@ -277,6 +293,8 @@ def main() -> int:
                 "end_reasons": reasons,
                 "restored_of_sample": f"{back}/{len(sample)}",
                 "warden_batches": batches,
+                "warden_cpu_s_while_rolling_back": round(warden_cpu, 2),
+                "warden_cpu_ms_per_rollback": round(warden_cpu * 1000 / max(len(late), 1), 2),
                 "host": platform.node(),
                 "kernel": platform.release(),
                 "python": sys.version.split()[0],
