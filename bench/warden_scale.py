@@ -274,6 +274,9 @@ def main() -> int:
                 "inject_ms_first_n10": [round(x, 1) for x in inject_ms[:10]],
                 "inject_ms_last": round(inject_ms[-1], 2),
                 "extend_all_s": round(extend_all, 2),
+                "lead_s": args.lead,
+                # if not, the first deadlines fell while the extends still competed for the lock
+                "extends_done_before_first_deadline": extend_all < args.lead,
                 "rss_mib_all_open": {k: round(v / 1024, 1) for k, v in rss_all_open.items()},
                 "rss_mib_peak": {k: round(v / 1024, 1) for k, v in peak.items()},
                 "rss_mib_peak_sum": round(peak_sum / 1024, 1),
