@@ -6,6 +6,13 @@ with growing pauses, and steps the faults that work while active (a ``--rate``
 disk fill, a ``kill --interval`` loop), all from one timer heap. Deadlines are
 judged on CLOCK_BOOTTIME, which no clock fault, NTP step or ``date -s`` moves.
 
+Faults due together end together: every deadline due now, or within
+BATCH_WINDOW_SECONDS, is rolled back in one batch (``Engine.rollback_many``:
+the state lock held once, the open faults read once), each record still saved
+``rolling-back`` before its host changes, so a warden killed mid-batch leaves
+the rest to the next warden or sweep, and one failing rollback is retried
+alone while the others proceed.
+
 One warden per state directory: it holds ``$STATE/warden.lock`` (flock) for
 its whole life, so a held lock is a live warden. That lock is apart from the
 journal's state lock, which it takes only per change, like every command.
