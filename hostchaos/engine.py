@@ -302,6 +302,45 @@ class Engine:
                 self._rollback_locked(record, reason, self.peers())
             return record
 
+    def rollback_many(self, items: list[tuple[str, str, FaultRecord | None]], *,
+                      max_seconds: float | None = None
+                      ) -> list[tuple[str, FaultRecord | Exception]]:
+        """Roll back several faults under one hold of the state lock (the warden's batch).
+
+        ``items``: (fault id, reason, last good copy or None), in order. The
+        open faults (peers) are read once and the set shrinks as each fault
+        ends; each record is still saved ``rolling-back`` before its host
+        changes and closed right after, so a crash anywhere leaves every record
+        either closed, rolling-back with a dead actor, or untouched: the next
+        warden or sweep finishes them. One fault's failure is its result, and
+        the others proceed. With ``max_seconds``, stops taking new items once
+        the lock has been held that long (the untried ones are not in the
+        result), so other commands get the lock between batches.
+        """
+        results: list[tuple[str, FaultRecord | Exception]] = []
+        if not items:
+            return results
+        with self._locked(f"rollback of {len(items)} due faults"):
+            started = time.monotonic()
+            peers = self.peers()
+            for fault_id, reason, last_good in items:
+                if max_seconds is not None and results \
+                        and time.monotonic() - started >= max_seconds:
+                    break
+                try:
+                    try:
+                        record = self.journal.load(fault_id)
+                    except HostchaosError:
+                        if last_good is None:
+                            raise
+                        record = last_good
+                    if record.is_open:
+                        self._rollback_locked(record, reason, peers)
+                    results.append((fault_id, record))
+                except Exception as exc:  # a bug in one kind must not stop the batch
+                    results.append((fault_id, exc))
+        return results
+
     def rollback_all(self, reason: str = "requested") -> tuple[list[FaultRecord], list[str]]:
         done: list[FaultRecord] = []
         errors: list[str] = []
@@ -326,9 +365,10 @@ class Engine:
         except HostchaosError as exc:
             raise self._rollback_failed(record, exc, f"cannot roll back {record.id}: {exc}; "
                                                      "its record is kept") from exc
-        fault.peers = [p for p in peers if p.id != record.id]
+        others = [p for p in peers if p.id != record.id]
+        fault.peers = others
         self._rollback_host(fault, record, reason)
-        peers[:] = [p for p in peers if p.id != record.id]
+        peers[:] = others  # one pass per fault: a batch of n costs O(n) each, not more
         record.transition(ROLLED_BACK, reason)
         record.ended_at = self.clock()
         record.end_reason = reason
@@ -344,7 +384,7 @@ class Engine:
         """Take the fault out of the host; the journal is written only as far as it can be."""
         record.transition(ROLLING_BACK, reason)
         record.actor = ProcessRef.current()
-        self._save_quietly(record)
+        self._save_quietly(record, with_copy=False)  # one write fewer per rollback
         try:
             fault.rollback(UndoLog(record, None))
         except Exception as exc:
@@ -370,10 +410,10 @@ class Engine:
             # an unknown kind raises SpecError here: nothing knows how to roll it back
             return self.fault_class(record.kind).for_rollback()
 
-    def _save_quietly(self, record: FaultRecord) -> str | None:
+    def _save_quietly(self, record: FaultRecord, *, with_copy: bool = True) -> str | None:
         """Save ``record`` if the journal lets us; return the problem otherwise."""
         try:
-            self.journal.save(record)
+            self.journal.save(record, with_copy=with_copy)
         except JournalError as exc:
             return str(exc)
         return None
@@ -447,7 +487,7 @@ class Engine:
         """
         report = SweepReport()
         with self._locked("sweep"):
-            records, unreadable = self.journal.scan(include_ended=True)
+            records, unreadable = self.journal.scan()  # open ones: ended ones are pruned below
             for bad in unreadable:
                 report.unreadable.append({"path": str(bad.path), "problem": bad.problem})
                 report.failed.append({"id": bad.fault_id,
@@ -456,7 +496,10 @@ class Engine:
                 tmp.unlink(missing_ok=True)
             this_boot = boot_id()
             now, boot_now = self.clock(), self.boottime()
-            peers = self._peers_of(records)
+            # the open faults of this boot (and those that outlive a reboot): a reboot took
+            # the others, which are closed without touching the host
+            peers = self._peers_of([r for r in records
+                                    if r.boot_id == this_boot or r.survives_reboot])
             for record in records:
                 try:
                     self._sweep_one(record, this_boot, now, boot_now, report, peers,
@@ -467,9 +510,32 @@ class Engine:
                     report.failed.append({"id": record.id,
                                           "error": f"internal error: {type(exc).__name__}: "
                                                    f"{exc}"})
+            self._prune_ended(now, report)
             keep = {r.id for r in records if r.is_open} | {bad.fault_id for bad in unreadable}
             self._sweep_leftovers(keep, report)
         return report
+
+    def _prune_ended(self, now: float, report: SweepReport) -> None:
+        """Remove ended records that ended more than KEEP_ENDED_SECONDS ago.
+
+        Only the files last written before then are read: an ended record is
+        written when its fault ends, so a younger file holds a younger record
+        (a record rewritten later is pruned that much later). A sweep of a
+        journal holding thousands of ended records thus reads none of them.
+        """
+        for path in self.journal.ended_written_before(now - KEEP_ENDED_SECONDS + 60):
+            try:
+                record = self.journal.read_path(path)
+            except FileNotFoundError:
+                continue
+            except JournalError as exc:  # both it and its copy damaged: show it, keep it
+                report.unreadable.append({"path": str(path),
+                                          "problem": getattr(exc, "problem", str(exc))})
+                continue
+            if not record.is_open and record.ended_at and now - record.ended_at > \
+                    KEEP_ENDED_SECONDS and record.id == path.name.removesuffix(".json"):
+                self.journal.remove(record.id)
+                report.pruned += 1
 
     def _sweep_leftovers(self, keep: set[str], report: SweepReport) -> None:
         """Let each kind remove what its closed faults left in the state directory."""
@@ -486,17 +552,13 @@ class Engine:
 
     def _sweep_one(self, record: FaultRecord, this_boot: str, now: float, boot_now: float,
                    report: SweepReport, peers: list[Peer], *, orphans: bool = True) -> None:
-        if not record.is_open:
-            if record.ended_at and now - record.ended_at > KEEP_ENDED_SECONDS:
-                self.journal.remove(record.id)
-                report.pruned += 1
+        if not record.is_open:  # ended meanwhile (scan lists open records only)
             return
         if record.boot_id != this_boot and not record.survives_reboot:
             record.transition(ROLLED_BACK, "the reboot removed it")
             record.ended_at = now
             record.end_reason = "the reboot removed it"
             self.journal.save(record)
-            peers[:] = [p for p in peers if p.id != record.id]
             report.closed_by_reboot.append(record.id)
             return
         if record.boot_id != this_boot:  # it survives reboots (a fill file): take it out now

@@ -194,12 +194,15 @@ class Journal:
     def copy_of(self, path: Path) -> Path:
         return path.parent / f".{path.name}.copy"
 
-    def save(self, record: FaultRecord, *, durable: bool | None = None) -> None:
+    def save(self, record: FaultRecord, *, durable: bool | None = None,
+             with_copy: bool = True) -> None:
         """Replace the record (and its copy) atomically; fsync when the fault outlives a reboot.
 
         A record that ends moves to ``ended/``: written there first, then the open
         copy is unlinked, so a crash in between leaves both and readers prefer the
-        ended one.
+        ended one. ``with_copy=False`` leaves the last good copy as it was (used
+        when a rollback starts: the copy's notes are the same, and a fault read
+        from it is rolled back again, which is idempotent).
         """
         if durable is None:
             durable = record.survives_reboot
@@ -212,7 +215,7 @@ class Journal:
                 for stale in (self.path_of(record.id), self.copy_of(self.path_of(record.id))):
                     with contextlib.suppress(FileNotFoundError):
                         stale.unlink()
-            else:
+            elif with_copy or not os.path.exists(self.copy_of(final)):
                 self._replace(self.copy_of(final), data, durable)
         except OSError as exc:
             raise JournalError(f"cannot write fault record {final}: {exc.strerror}") from exc
@@ -306,11 +309,12 @@ class Journal:
         """Open records (and ended ones if asked), oldest first, plus unreadable ones."""
         good: list[FaultRecord] = []
         bad: list[UnreadableRecord] = []
-        paths = self._listing(self.faults_dir)
-        ended = self._listing(self.ended_dir)
-        ended_names = {p.name for p in ended}
-        paths = [p for p in paths if p.name not in ended_names]  # a crash mid-move
-        for path in paths + (ended if include_ended else []):
+        ended_names = self.record_names(ended=True)
+        skip = set(ended_names)  # a crash mid-move: the ended copy wins
+        paths = [self.faults_dir / name for name in self.record_names() if name not in skip]
+        if include_ended:
+            paths += [self.ended_dir / name for name in ended_names]
+        for path in paths:
             try:
                 good.append(self._read_or_copy(path))
             except FileNotFoundError:
@@ -340,16 +344,26 @@ class Journal:
         """The record in ``path`` (or its copy); FileNotFoundError, RecordUnreadable."""
         return self._read_or_copy(path)
 
-    @staticmethod
-    def _listing(directory: Path) -> list[Path]:
+    def ended_written_before(self, when: float) -> list[Path]:
+        """Ended record files last modified before ``when`` (wall clock); no file is read."""
+        found = []
         try:
-            names = os.listdir(directory)
+            entries = os.scandir(self.ended_dir)
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
-            raise JournalError(f"cannot list {directory}: {exc.strerror}") from exc
-        return sorted(directory / n for n in names
-                      if n.endswith(".json") and not n.startswith("."))
+            raise JournalError(f"cannot list {self.ended_dir}: {exc.strerror}") from exc
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if not name.endswith(".json") or name.startswith("."):
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime < when:
+                        found.append(name)
+                except OSError:
+                    continue
+        return [self.ended_dir / name for name in sorted(found)]
 
     def stale_temp_files(self) -> list[Path]:
         """Temporary files left by a writer that died before its rename."""
@@ -370,10 +384,11 @@ class Journal:
         return sorted(stale)
 
     def remove(self, fault_id: str) -> None:
-        for path in (self.path_of(fault_id, ended=True), self.path_of(fault_id)):
-            for each in (path, self.copy_of(path)):
+        name = f"{fault_id}.json"
+        for directory in (str(self.ended_dir), str(self.faults_dir)):
+            for each in (f"{directory}/{name}", f"{directory}/.{name}.copy"):
                 with contextlib.suppress(FileNotFoundError):
-                    each.unlink()
+                    os.unlink(each)
 
 
 class UndoLog:

@@ -6,6 +6,13 @@ with growing pauses, and steps the faults that work while active (a ``--rate``
 disk fill, a ``kill --interval`` loop), all from one timer heap. Deadlines are
 judged on CLOCK_BOOTTIME, which no clock fault, NTP step or ``date -s`` moves.
 
+Faults due together end together: every deadline due now, or within
+BATCH_WINDOW_SECONDS, is rolled back in one batch (``Engine.rollback_many``:
+the state lock held once, the open faults read once), each record still saved
+``rolling-back`` before its host changes, so a warden killed mid-batch leaves
+the rest to the next warden or sweep, and one failing rollback is retried
+alone while the others proceed.
+
 One warden per state directory: it holds ``$STATE/warden.lock`` (flock) for
 its whole life, so a held lock is a live warden. That lock is apart from the
 journal's state lock, which it takes only per change, like every command.
@@ -61,6 +68,12 @@ RESCAN_SECONDS = 3.0
 ACTOR_CHECK_SECONDS = 0.5
 FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 60.0
+#: faults due within this many seconds of the first due one end in the same batch
+BATCH_WINDOW_SECONDS = 0.005
+#: at most this many faults per hold of the state lock, and at most this long holding it
+#: (other commands get the lock between batches)
+MAX_BATCH = 200
+MAX_BATCH_SECONDS = 0.5
 #: an on-demand warden with no open fault lingers this long before exiting
 IDLE_EXIT_SECONDS = 2.0
 #: how long a starting warden, and a command starting one, wait for the other side
@@ -439,30 +452,68 @@ class Warden:
 
     # -- acting -----------------------------------------------------------------------------
     def _run_due(self) -> None:
-        while self._heap and self._heap[0][0] <= boottime():
-            _due, _seq, fault_id, what, generation = heapq.heappop(self._heap)
+        """Step the due work, and end every fault due now (or within BATCH_WINDOW_SECONDS)
+        in batches: one hold of the state lock and one read of the peers per batch."""
+        now = boottime()
+        horizon = now + BATCH_WINDOW_SECONDS
+        later: list[tuple[float, int, str, str, int]] = []
+        ending: dict[str, _Guarded] = {}
+        while self._heap and self._heap[0][0] <= horizon:
+            entry = heapq.heappop(self._heap)
+            _due, _seq, fault_id, what, generation = entry
             guarded = self._guarded.get(fault_id)
             if guarded is None:
                 continue
             if what == END and generation == guarded.generation:
-                self._judge(fault_id, guarded)
+                ending[fault_id] = guarded
             elif what == WORK and generation == guarded.work_generation:
-                self._work(fault_id, guarded)
+                if entry[0] > now:
+                    later.append(entry)  # work is never done early
+                else:
+                    self._work(fault_id, guarded)
+        for entry in later:
+            heapq.heappush(self._heap, entry)
+        if ending:
+            self._judge(ending, horizon)
 
-    def _judge(self, fault_id: str, guarded: _Guarded) -> None:
-        reason = why_end(guarded.record, boottime(), judge_holder=False)
-        if reason is None:
-            self._schedule(fault_id)
+    def _judge(self, ending: dict[str, _Guarded], horizon: float) -> None:
+        """Roll back those of ``ending`` that must end by ``horizon``; re-arm the rest."""
+        batch: list[tuple[str, str, FaultRecord | None]] = []
+        for fault_id, guarded in ending.items():
+            reason = why_end(guarded.record, horizon, judge_holder=False)
+            if reason is None:
+                self._schedule(fault_id)
+            else:
+                batch.append((fault_id, reason, guarded.record))
+        count, failed, started = len(batch), 0, time.monotonic()
+        while batch:
+            try:
+                results = self.engine.rollback_many(batch[:MAX_BATCH],
+                                                    max_seconds=MAX_BATCH_SECONDS)
+            except Exception as exc:  # the state lock is busy, the journal unusable ...
+                results = [(fault_id, exc) for fault_id, _, _ in batch[:MAX_BATCH]]
+            if not results:  # cannot happen (one item is always tried); never spin
+                results = [(batch[0][0], RuntimeError("nothing was rolled back"))]
+            batch = batch[len(results):]
+            for fault_id, outcome in results:
+                failed += isinstance(outcome, Exception)
+                self._ended(fault_id, outcome)
+        if count > 1:
+            log(f"one batch of {count} due faults: {count - failed} rolled back, {failed} "
+                f"failed, {(time.monotonic() - started) * 1000:.1f} ms")
+
+    def _ended(self, fault_id: str, outcome: FaultRecord | Exception) -> None:
+        """Take in the outcome of one rollback: forget the fault, or retry it later."""
+        guarded = self._guarded.get(fault_id)
+        if guarded is None:
             return
-        try:
-            closed = self.engine.rollback(fault_id, reason, last_good=guarded.record)
-        except Exception as exc:  # HostchaosError, or a bug in one kind: retried, never fatal
-            log(f"rollback of {fault_id} failed, retrying in {guarded.retry:g} s: {exc}")
+        if isinstance(outcome, Exception):  # HostchaosError, or a bug in one kind: retried
+            log(f"rollback of {fault_id} failed, retrying in {guarded.retry:g} s: {outcome}")
             guarded.not_before = boottime() + guarded.retry
             guarded.retry = min(guarded.retry * 2, MAX_RETRY_SECONDS)
             self._schedule(fault_id)
             return
-        if closed.is_open:  # e.g. rolled back by another process meanwhile: read again
+        if outcome.is_open:  # e.g. rolled back by another process meanwhile: read again
             self._refresh(fault_id)
             return
         self._guarded.pop(fault_id, None)
