@@ -47,7 +47,12 @@ class CgroupLimitFault(Fault):
 
     def __init_subclass__(cls, controller: str = "", accounting: str = "",
                           **kwargs: Any) -> None:
-        """``class CpuFault(CgroupLimitFault, controller="cpu", accounting="CPUAccounting")``."""
+        """``class CpuFault(CgroupLimitFault, controller="cpu", accounting="CPUWeight=100")``.
+
+        ``accounting``: the unit property that makes systemd enable the controller
+        for a unit (for cpu on cgroup v2, CPUAccounting=yes does not: the kernel
+        counts CPU time without the controller, so systemd leaves it off).
+        """
         cls.controller, cls.accounting = controller, accounting
         cls.needs = ("root", "cgroups", f"cgroup-{controller}")
         super().__init_subclass__(**kwargs)
@@ -134,8 +139,8 @@ class CgroupLimitFault(Fault):
             if not fs.exists(ref):
                 raise PreconditionError(
                     f"unit {s.unit} has no cgroup of its own in the {hierarchy.name} hierarchy "
-                    f"({ref.dir} does not exist); turn on {self.accounting}=yes "
-                    "for it")
+                    f"({ref.dir} does not exist); give it one: systemctl set-property "
+                    f"--runtime {s.unit} {self.accounting}")
         else:
             assert s.cgroup is not None
             ref = fs.ref(hierarchy, s.cgroup)
@@ -166,8 +171,8 @@ class CgroupLimitFault(Fault):
             if not fs.has_file(ref, filename):
                 raise PreconditionError(
                     f"cgroup {label} has no {filename}: the {self.controller} controller is not "
-                    "enabled for it (add it to its parent's cgroup.subtree_control, or for a "
-                    f"systemd unit set {self.accounting}=yes)")
+                    "enabled for it (add it to its parent's cgroup.subtree_control; for a "
+                    f"systemd unit: systemctl set-property --runtime UNIT {self.accounting})")
 
     def _resolve_process(self, fs: Cgroups, hierarchy: Hierarchy, pid: int) -> Target:
         from hostchaos.system import procs

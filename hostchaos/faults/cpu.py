@@ -58,7 +58,7 @@ class CpuSpec(CgroupTargetSpec):
 
 
 
-class CpuFault(CgroupLimitFault, controller="cpu", accounting="CPUAccounting"):
+class CpuFault(CgroupLimitFault, controller="cpu", accounting="CPUWeight=100"):
     """Cap the CPU time of a process or cgroup with a CFS quota (quota over period).
 
     Mechanism: CFS bandwidth control: v1 ``cpu.cfs_quota_us`` /

@@ -50,7 +50,7 @@ class MemorySpec(CgroupTargetSpec):
 
 
 
-class MemoryFault(CgroupLimitFault, controller="memory", accounting="MemoryAccounting"):
+class MemoryFault(CgroupLimitFault, controller="memory", accounting="MemoryAccounting=yes"):
     """Cap the memory of a process or cgroup; beyond --max the kernel OOM-kills.
 
     Mechanism: v1 ``memory.limit_in_bytes`` (through cgroupspy); v2

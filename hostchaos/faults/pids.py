@@ -32,7 +32,7 @@ class PidsSpec(CgroupTargetSpec):
 
 
 
-class PidsFault(CgroupLimitFault, controller="pids", accounting="TasksAccounting"):
+class PidsFault(CgroupLimitFault, controller="pids", accounting="TasksAccounting=yes"):
     """Cap the number of tasks (processes + threads) a process or cgroup may have.
 
     Mechanism: ``pids.max`` of the pids controller (v1: plain file I/O, as

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,18 @@ def rootfs() -> Path:
     return Path(built.stdout.strip().splitlines()[-1])
 
 
+def _writable(directory: Path) -> bool:
+    """Whether files can be made in ``directory`` (access(2) and statvfs say yes on the
+    VM's read-only 9p mount; only trying tells)."""
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".hc-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
 @contextmanager
 def booted_container(scratch: Path, *, binds: tuple[str, ...] = (),
                      capabilities: tuple[str, ...] = ()) -> Iterator[int]:
@@ -55,27 +68,44 @@ def booted_container(scratch: Path, *, binds: tuple[str, ...] = (),
     """
     root = rootfs()
     name = f"hc-test-sd-{os.getpid()}"
+    # in the VM the cache is a read-only mount: every write goes to a tmpfs over it
+    volatile = [] if _writable(root.parent) else ["--volatile=overlay"]
+    log = scratch / "nspawn.log"
+    output = log.open("wb")
     nspawn = subprocess.Popen(
         ["systemd-nspawn", "-q", "-D", str(root), "-b", "--register=no", "--keep-unit",
-         f"--machine={name}", "--console=pipe", f"--bind-ro={REPO}",
+         f"--machine={name}", "--console=pipe", *volatile, f"--bind-ro={REPO}",
          f"--bind-ro={Path(sys.base_prefix).resolve()}", f"--bind={scratch}:{SCRATCH}",
          *[f"--bind={b}" for b in binds],
          *([f"--capability={','.join(capabilities)}"] if capabilities else [])],
         env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+    output.close()  # the child has it
     leader = 0
     try:
         def found() -> bool:
             nonlocal leader
+            assert nspawn.poll() is None, f"systemd-nspawn exited: {log.read_text()[-2000:]}"
             kids = procs.children_map().get(nspawn.pid, [])
             leader = kids[0] if kids else 0
             return bool(leader) and procs.comm(leader) == "systemd"
-        wait_for(found, 30)
+        try:
+            wait_for(found, 60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; systemd-nspawn said: {log.read_text()[-2000:]}") from None
+
+        last = ""
 
         def up() -> bool:  # until its bus answers, systemctl cannot even ask
-            state = inside(leader, "systemctl", "is-system-running", "--wait")
+            nonlocal last
+            state = inside(leader, "systemctl", "is-system-running", "--wait", timeout=200)
+            last = (state.stdout + state.stderr).strip()
             return state.stdout.strip() in ("running", "degraded")
-        wait_for(up, 60, step=0.2)
+        try:  # about a second on the host; minutes in the VM (TCG, a rootfs over 9p)
+            wait_for(up, 240, step=0.2)
+        except AssertionError as exc:
+            jobs = inside(leader, "systemctl", "list-jobs", "--no-pager").stdout
+            raise AssertionError(f"{exc}: {last!r}; jobs: {jobs[-1500:]}") from None
         yield leader
     finally:
         if leader:

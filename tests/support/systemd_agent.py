@@ -64,16 +64,16 @@ def prepared(path: Path) -> Iterator[Path]:
         yield path
 
 
-def cli(leader: int, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(leader: int, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """The hostchaos command inside the container, as an operator there runs it."""
     return inside(leader, "env", f"HOSTCHAOS_STATE_DIR={STATE}",
                   "HOSTCHAOS_SOCKET=/run/hostchaos/hostchaos.sock",
                   "HOSTCHAOS_RUN_DIR=/run/hostchaos", "HOSTCHAOS_CONFIG=/nonexistent",
-                  str(REPO / ".venv/bin/hostchaos"), *args)
+                  str(REPO / ".venv/bin/hostchaos"), *args, timeout=timeout)
 
 
-def injected(leader: int, *args: str) -> dict[str, Any]:
-    result = cli(leader, "inject", *args, "--json")
+def injected(leader: int, *args: str, timeout: float = 60) -> dict[str, Any]:
+    result = cli(leader, "inject", *args, "--json", timeout=timeout)
     assert result.returncode == 0, result.stdout + result.stderr
     view: dict[str, Any] = json.loads(result.stdout)
     return view
