@@ -333,16 +333,14 @@ class TrafficTree(_Boundary):
     def remove_fault(self, slot: int, *, others: bool) -> None:
         """Take one fault's filters and class out; the whole tree if no other class is left.
 
-        ``others``: another open fault (by the journal) claims a class here. Two
-        dumps (is the root ours, which classes are left) and one batch.
+        ``others``: another open fault (by the journal) claims a class here. One
+        dump (which classes of ours are there) and one request or batch.
         """
-        if not self.is_ours():
-            return  # our tree is gone, and the fault's class and filters with it
-        left = self.used_slots() - {slot}
-        if not left and not others:  # deleting our root takes class, leaf and filters along
-            self._batch([("delete root", self._ipr.tc_message(
-                "del", index=self.index, handle=ROOT_HANDLE, parent=TC_H_ROOT))],
-                missing_ok=True)
+        used = self.used_slots()
+        if not used - {slot} and not others:
+            # deleting our root takes class, leaf and filters along; the kernel deletes a
+            # root only if it has the handle asked for, so a root that is not ours stays
+            self.remove_root(known_ours=True)
             return
         self._batch([*(("delete filter", r) for r in self._filter_delete_requests(slot)),
                      ("delete class", self._ipr.tc_message(

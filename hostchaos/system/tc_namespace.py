@@ -51,7 +51,7 @@ class Namespace(_Boundary):
 
     def tree(self, iface: str) -> TrafficTree:
         try:
-            links = self._ipr.link("get", ifname=iface)
+            links = self._ipr.get_link(ifname=iface)
         except NetlinkError:
             links = []
         if not links:
