@@ -20,7 +20,10 @@ same run:
   then held open by the faults; earlier versions spawned a guardian per fault);
 - tc-root-netem: ``tc qdisc add ... root netem delay 100ms`` then ``tc qdisc del``
   (what most chaos tools do: two subprocesses);
-- tc-same-tree: the same HTB tree hostchaos builds, built by six ``tc`` calls.
+- tc-same-tree: the same HTB tree hostchaos builds, built by six ``tc`` calls;
+- netlink-tree: the engine's network path alone (no journal, lock, preflight or
+  namespace handle): open the namespace, read the tree, build the same tree as
+  ``engine`` in one batch, and take it down (the floor under ``engine``).
 """
 
 from __future__ import annotations
@@ -39,10 +42,16 @@ from pathlib import Path
 
 from hostchaos.config import Config
 from hostchaos.engine import Engine
+from hostchaos.faults import fault_class
 from hostchaos.faults.latency import LatencySpec
 from hostchaos.faults.rate import RateSpec
+from hostchaos.faults.traffic import NetworkFault
 from hostchaos.sandbox import NetnsPair
+from hostchaos.system.netlink import ETH_P_IP, ETH_P_IPV6, FilterSet
+from hostchaos.system.tc_namespace import open_tree
 from hostchaos.warden import OnDemand
+
+everything = FilterSet((), [(ETH_P_IP, ["0x0/0x0+0"]), (ETH_P_IPV6, ["0x0/0x0+0"])])
 
 
 def timed(rounds: int, one: Callable[[], None]) -> list[float]:
@@ -96,11 +105,23 @@ def main() -> int:
                    "prio", prio, "u32", "match", "u32", "0", "0", "flowid", "4843:1")
             tc(ns, "qdisc", "del", "dev", dev, "root")
 
+        fault = fault_class(spec.kind)(spec)
+        assert isinstance(fault, NetworkFault)
+        leaf_kind, leaf_options = fault.leaf_kind, fault.leaf_options()
+
+        def netlink_tree() -> None:
+            with open_tree(dev, ns) as tree:
+                tree.foreign_root(tree.egress_qdiscs())
+                tree.build_fault(1, leaf_kind, leaf_options, everything, create_root=True)
+            with open_tree(dev, ns) as tree:
+                tree.remove_fault(1, others=False)
+
         before = pair.tc_config()
         results["engine"] = timed(args.rounds, engine_pair(plain))
         results["engine+warden"] = timed(args.rounds, engine_pair(with_warden))
         results[f"tc-root-{leaf[0]}"] = timed(args.rounds, tc_root)
         results["tc-same-tree"] = timed(args.rounds, tc_tree)
+        results["netlink-tree"] = timed(args.rounds, netlink_tree)
         assert pair.tc_config() == before, "benchmark left a qdisc behind"
         # the namespace handles' shared mount point, which the temporary directory holds
         subprocess.run(["umount", "--lazy", f"{state}/netns"], capture_output=True, check=False)
