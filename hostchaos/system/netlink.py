@@ -320,7 +320,9 @@ class TrafficTree(_Boundary):
         m = self._ipr.tc_message
         steps: list[tuple[str, Any]] = []
         if create_root:
-            steps.append(("add root htb", m("replace", "htb", self.index, ROOT_HANDLE,
+            # add, not replace: the kernel grafts it over its own default root (handle 0:)
+            # but refuses (EEXIST) a root with a handle that someone set up meanwhile
+            steps.append(("add root htb", m("add", "htb", self.index, ROOT_HANDLE,
                                             parent=TC_H_ROOT, default=0)))
         steps.append(("add class", m("add-class", "htb", self.index, _slot_class(slot),
                                      parent=ROOT_HANDLE, rate=LINE_RATE, quantum=60000)))
