@@ -75,6 +75,11 @@ def main() -> int:
     parser.add_argument("--kind", choices=["latency", "rate"], default="latency",
                         help="latency: netem leaf (default); rate: tbf leaf (no netem needed)")
     args = parser.parse_args()
+    import pyroute2.config
+
+    # the sandbox's namespaces are made by a pyroute2 child that must answer within 2 s:
+    # too short for a VM under TCG on a loaded machine
+    pyroute2.config.default_communicate_timeout = 60
 
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as state, NetnsPair(prefix="hc-bench") as pair:

@@ -76,6 +76,18 @@ _LINK_COMMANDS = {
 }
 
 
+def _refusal(error: object) -> NetlinkError | None:
+    """The kernel's refusal in an acknowledgement (None: it accepted the request).
+
+    pyroute2 hands ENOBUFS over as a plain OSError: it is a refusal all the same.
+    """
+    if error is None or isinstance(error, NetlinkError):
+        return error
+    if isinstance(error, OSError):
+        return NetlinkError(error.errno or errno.ENOBUFS, str(error))
+    return NetlinkError(errno.EPROTO, f"undecodable answer: {error}")
+
+
 @dataclass(frozen=True)
 class Request:
     """One encoded request: its sequence number and its bytes (pyroute2's encoding)."""
@@ -210,8 +222,7 @@ class Rtnl:
                 if seq not in pending:
                     continue  # an answer to an earlier, abandoned request
                 if reply["header"]["type"] == NLMSG_ERROR:
-                    error = reply["header"].get("error")
-                    outcomes[seq].error = error if isinstance(error, NetlinkError) else None
+                    outcomes[seq].error = _refusal(reply["header"].get("error"))
                     pending.discard(seq)
                 else:
                     outcomes[seq].replies.append(reply)
@@ -243,8 +254,8 @@ class Rtnl:
                     if kind == NLMSG_DONE:
                         done = True
                     elif kind == NLMSG_ERROR:
-                        error = reply["header"].get("error")
-                        if isinstance(error, NetlinkError):
+                        error = _refusal(reply["header"].get("error"))
+                        if error is not None:
                             raise error
                         done = True
                     else:
