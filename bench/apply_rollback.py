@@ -64,6 +64,22 @@ def timed(rounds: int, one: Callable[[], None]) -> list[float]:
     return out
 
 
+def interleaved(rounds: int, variants: dict[str, Callable[[], None]]
+                ) -> dict[str, list[float]]:
+    """Like :func:`timed` for each variant, but round by round: every variant's n-th pair
+    runs next to the others' n-th, so a machine whose load changes by the second loads
+    them alike."""
+    for one in variants.values():
+        one()  # warm-up, not counted
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, one in variants.items():
+            started = time.perf_counter()
+            one()
+            out[name].append((time.perf_counter() - started) * 1000)
+    return out
+
+
 def tc(ns: str, *args: str) -> None:
     subprocess.run(["tc", "-n", ns, *args], check=True, capture_output=True)
 
@@ -74,6 +90,8 @@ def main() -> int:
     parser.add_argument("--write", type=Path, help="also write the results as JSON here")
     parser.add_argument("--kind", choices=["latency", "rate"], default="latency",
                         help="latency: netem leaf (default); rate: tbf leaf (no netem needed)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="time the variants round by round instead of one after another")
     args = parser.parse_args()
     import pyroute2.config
 
@@ -122,11 +140,14 @@ def main() -> int:
                 tree.remove_fault(1, others=False)
 
         before = pair.tc_config()
-        results["engine"] = timed(args.rounds, engine_pair(plain))
-        results["engine+warden"] = timed(args.rounds, engine_pair(with_warden))
-        results[f"tc-root-{leaf[0]}"] = timed(args.rounds, tc_root)
-        results["tc-same-tree"] = timed(args.rounds, tc_tree)
-        results["netlink-tree"] = timed(args.rounds, netlink_tree)
+        variants = {"engine": engine_pair(plain), "engine+warden": engine_pair(with_warden),
+                    f"tc-root-{leaf[0]}": tc_root, "tc-same-tree": tc_tree,
+                    "netlink-tree": netlink_tree}
+        if args.interleave:
+            results.update(interleaved(args.rounds, variants))
+        else:
+            for name, one in variants.items():
+                results[name] = timed(args.rounds, one)
         assert pair.tc_config() == before, "benchmark left a qdisc behind"
         # the namespace handles' shared mount point, which the temporary directory holds
         subprocess.run(["umount", "--lazy", f"{state}/netns"], capture_output=True, check=False)
@@ -138,7 +159,8 @@ def main() -> int:
         for name, v in results.items()
     }
     report = {"kernel": platform.release(), "python": platform.python_version(),
-              "kind": args.kind, "rounds": args.rounds, "results": summary}
+              "kind": args.kind, "rounds": args.rounds, "interleaved": args.interleave,
+              "results": summary}
     print(f"{'variant':18} {'median ms':>10} {'p90 ms':>10} {'min ms':>10}")
     for name, row in summary.items():
         print(f"{name:18} {row['median_ms']:10.2f} {row['p90_ms']:10.2f} {row['min_ms']:10.2f}")
