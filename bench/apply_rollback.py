@@ -20,7 +20,10 @@ same run:
   then held open by the faults; earlier versions spawned a guardian per fault);
 - tc-root-netem: ``tc qdisc add ... root netem delay 100ms`` then ``tc qdisc del``
   (what most chaos tools do: two subprocesses);
-- tc-same-tree: the same HTB tree hostchaos builds, built by six ``tc`` calls.
+- tc-same-tree: the same HTB tree hostchaos builds, built by six ``tc`` calls;
+- netlink-tree: the engine's network path alone (no journal, lock, preflight or
+  namespace handle): open the namespace, read the tree, build the same tree as
+  ``engine`` in one batch, and take it down (the floor under ``engine``).
 """
 
 from __future__ import annotations
@@ -39,10 +42,16 @@ from pathlib import Path
 
 from hostchaos.config import Config
 from hostchaos.engine import Engine
+from hostchaos.faults import fault_class
 from hostchaos.faults.latency import LatencySpec
 from hostchaos.faults.rate import RateSpec
+from hostchaos.faults.traffic import NetworkFault
 from hostchaos.sandbox import NetnsPair
+from hostchaos.system.netlink import ETH_P_IP, ETH_P_IPV6, FilterSet
+from hostchaos.system.tc_namespace import open_tree
 from hostchaos.warden import OnDemand
+
+everything = FilterSet((), [(ETH_P_IP, ["0x0/0x0+0"]), (ETH_P_IPV6, ["0x0/0x0+0"])])
 
 
 def timed(rounds: int, one: Callable[[], None]) -> list[float]:
@@ -52,6 +61,22 @@ def timed(rounds: int, one: Callable[[], None]) -> list[float]:
         started = time.perf_counter()
         one()
         out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def interleaved(rounds: int, variants: dict[str, Callable[[], None]]
+                ) -> dict[str, list[float]]:
+    """Like :func:`timed` for each variant, but round by round: every variant's n-th pair
+    runs next to the others' n-th, so a machine whose load changes by the second loads
+    them alike."""
+    for one in variants.values():
+        one()  # warm-up, not counted
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, one in variants.items():
+            started = time.perf_counter()
+            one()
+            out[name].append((time.perf_counter() - started) * 1000)
     return out
 
 
@@ -65,7 +90,14 @@ def main() -> int:
     parser.add_argument("--write", type=Path, help="also write the results as JSON here")
     parser.add_argument("--kind", choices=["latency", "rate"], default="latency",
                         help="latency: netem leaf (default); rate: tbf leaf (no netem needed)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="time the variants round by round instead of one after another")
     args = parser.parse_args()
+    import pyroute2.config
+
+    # the sandbox's namespaces are made by a pyroute2 child that must answer within 2 s:
+    # too short for a VM under TCG on a loaded machine
+    pyroute2.config.default_communicate_timeout = 60
 
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as state, NetnsPair(prefix="hc-bench") as pair:
@@ -96,11 +128,26 @@ def main() -> int:
                    "prio", prio, "u32", "match", "u32", "0", "0", "flowid", "4843:1")
             tc(ns, "qdisc", "del", "dev", dev, "root")
 
+        fault = fault_class(spec.kind)(spec)
+        assert isinstance(fault, NetworkFault)
+        leaf_kind, leaf_options = fault.leaf_kind, fault.leaf_options()
+
+        def netlink_tree() -> None:
+            with open_tree(dev, ns) as tree:
+                tree.foreign_root(tree.egress_qdiscs())
+                tree.build_fault(1, leaf_kind, leaf_options, everything, create_root=True)
+            with open_tree(dev, ns) as tree:
+                tree.remove_fault(1, others=False)
+
         before = pair.tc_config()
-        results["engine"] = timed(args.rounds, engine_pair(plain))
-        results["engine+warden"] = timed(args.rounds, engine_pair(with_warden))
-        results[f"tc-root-{leaf[0]}"] = timed(args.rounds, tc_root)
-        results["tc-same-tree"] = timed(args.rounds, tc_tree)
+        variants = {"engine": engine_pair(plain), "engine+warden": engine_pair(with_warden),
+                    f"tc-root-{leaf[0]}": tc_root, "tc-same-tree": tc_tree,
+                    "netlink-tree": netlink_tree}
+        if args.interleave:
+            results.update(interleaved(args.rounds, variants))
+        else:
+            for name, one in variants.items():
+                results[name] = timed(args.rounds, one)
         assert pair.tc_config() == before, "benchmark left a qdisc behind"
         # the namespace handles' shared mount point, which the temporary directory holds
         subprocess.run(["umount", "--lazy", f"{state}/netns"], capture_output=True, check=False)
@@ -112,7 +159,8 @@ def main() -> int:
         for name, v in results.items()
     }
     report = {"kernel": platform.release(), "python": platform.python_version(),
-              "kind": args.kind, "rounds": args.rounds, "results": summary}
+              "kind": args.kind, "rounds": args.rounds, "interleaved": args.interleave,
+              "results": summary}
     print(f"{'variant':18} {'median ms':>10} {'p90 ms':>10} {'min ms':>10}")
     for name, row in summary.items():
         print(f"{name:18} {row['median_ms']:10.2f} {row['p90_ms']:10.2f} {row['min_ms']:10.2f}")

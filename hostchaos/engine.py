@@ -175,7 +175,8 @@ class Engine:
             )
             record.transition(PENDING)
             record.transition(APPLYING)  # one write: the warden already runs
-            self.journal.save(record)
+            if not fault.notes_first:  # otherwise its first note writes the record
+                self.journal.save(record)
             undo = UndoLog(record, self.journal)
             try:
                 fault.apply(undo)

@@ -405,14 +405,24 @@ class UndoLog:
         self.journal = journal
 
     def note(self, step: str, **data: Any) -> None:
-        self.record.undo.append({"step": step, **data})
+        self.note_many([(step, data)])
+
+    def note_many(self, notes: list[tuple[str, dict[str, Any]]]) -> None:
+        """Several notes persisted by one write, before the changes they protect.
+
+        For a batch of changes sent at once (one netlink datagram): the notes
+        must let rollback undo whatever part of the batch the host applied.
+        """
+        before = len(self.record.undo)
+        self.record.undo.extend({"step": step, **data} for step, data in notes)
         if self.journal is not None:
             try:
                 self.journal.save(self.record)
             except BaseException:
-                self.record.undo.pop()  # not on disk, so not done: rollback must not act on it
+                del self.record.undo[before:]  # not on disk, so not done: rollback must not act
                 raise
-        _test_pause_point(len(self.record.undo))
+        for count in range(before + 1, len(self.record.undo) + 1):
+            _test_pause_point(count)
 
     def steps(self, step: str) -> list[dict[str, Any]]:
         return [entry for entry in self.record.undo if entry["step"] == step]

@@ -83,6 +83,9 @@ class Fault(ABC):
     kind: ClassVar[str]
     spec_type: ClassVar[type[Spec]]
     survives_reboot: ClassVar[bool] = False
+    #: apply writes an undo note before its first change, so that note's write is the
+    #: record's first: the engine skips its own write of the applying record
+    notes_first: ClassVar[bool] = False
     #: capabilities (names in :data:`hostchaos.system.capabilities.CHECKS`) it cannot work without
     needs: ClassVar[tuple[str, ...]] = ("root",)
     #: capabilities needed only with some options: what the operator asked for -> names

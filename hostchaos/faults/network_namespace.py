@@ -108,26 +108,49 @@ def peek(spec: NetworkSpec, expected: NetnsIdentity | None) -> Iterator[Namespac
         yield ns
 
 
+class Prelude:
+    """The ``netns`` note and the handle, made together with a fault's first notes.
+
+    The first :meth:`note` persists the ``netns`` note and the fault's own
+    notes in one write, then takes the handle: the handle, and every change
+    made through the namespace after it, come after a note that covers them.
+    Rollback from those notes is right either way: without the handle the
+    namespace is reached through its name or a process, or is gone, and so
+    is everything the fault had not yet done.
+    """
+
+    def __init__(self, netns_note: dict[str, Any], make_handle: Any) -> None:
+        self._pending: dict[str, Any] | None = netns_note
+        self._make_handle = make_handle
+
+    def note(self, undo: Any, notes: list[tuple[str, dict[str, Any]]]) -> None:
+        """``undo.note_many(notes)``, preceded the first time by the netns note (and handle)."""
+        if self._pending is None:
+            undo.note_many(notes)
+            return
+        undo.note_many([(NETNS_STEP, self._pending), *notes])
+        self._pending = None
+        self._make_handle()
+
+
 @contextmanager
 def enter_for_apply(spec: NetworkSpec, expected: NetnsIdentity | None, fault_id: str,
-                    handle_dir: Path, note: Any) -> Iterator[tuple[Namespace, NetnsIdentity]]:
-    """Note the target namespace, take a handle on it, and open it through the handle.
-
-    ``note(step, **data)`` is the undo log's: it runs before the handle exists.
-    """
+                    handle_dir: Path) -> Iterator[tuple[Namespace, NetnsIdentity, Prelude]]:
+    """Open the target namespace for apply; the :class:`Prelude` notes it and takes a
+    handle on it before the first change."""
     from hostchaos.system import namespaces, tc_namespace
 
     with open_resolved(spec, expected) as (fd, identity):
         handle = None if identity == namespaces.initial() else handle_dir / fault_id
-        note(NETNS_STEP, **identity.to_note(), label=spec.where(),
-             handle=str(handle) if handle else None)
-        if handle is None:
-            path = _path_for(fd, identity)
-        else:
-            namespaces.create_handle(fd, handle)
-            path = str(handle)
-        with tc_namespace.open_namespace(path, spec.where()) as ns:
-            yield ns, identity
+
+        def make_handle() -> None:
+            if handle is not None:
+                namespaces.create_handle(fd, handle)
+
+        prelude = Prelude({**identity.to_note(), "label": spec.where(),
+                           "handle": str(handle) if handle else None}, make_handle)
+        with tc_namespace.open_namespace(_path_for(fd, identity), spec.where()) as ns:
+            yield ns, identity, prelude
 
 
 def netns_note(notes: list[dict[str, Any]]) -> dict[str, Any] | None:

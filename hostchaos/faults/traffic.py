@@ -35,6 +35,7 @@ from hostchaos.journal import UndoLog
 S = TypeVar("S", bound=NetworkSpec)
 
 if TYPE_CHECKING:
+    from hostchaos.faults.network_namespace import Prelude
     from hostchaos.system.namespaces import NetnsIdentity
     from hostchaos.system.netlink import FilterSet
     from hostchaos.system.tc_namespace import Namespace
@@ -102,6 +103,7 @@ class NetworkFault(Fault):
     label: str | None = None
 
     needs = ("root", "sch_netem", "sch_htb", "cls_u32")
+    notes_first = True
     needs_with: ClassVar[dict[str, tuple[str, ...]]] = {
         "--direction ingress or both": ("ifb", "sch_ingress", "act_mirred")}
     help_epilog = SELECTORS_HELP
@@ -240,43 +242,61 @@ class NetworkFault(Fault):
 
         state_dir = undo.journal.state_dir if undo.journal else Config.load().state_dir
         with network_namespace.enter_for_apply(
-                self.spec, self.identity, undo.record.id, state_dir / "netns",
-                undo.note) as (ns, identity):
+                self.spec, self.identity, undo.record.id,
+                state_dir / "netns") as (ns, identity, prelude):
             self.identity, self.label = identity, self.spec.where()
             for direction in self.spec.directions():
                 device = self.spec.iface
                 if direction == "ingress":
                     name, index = ns.ifb_for(self.spec.iface)
                     ns.check_ifb_free(self.spec.iface, ours=self._ifb_of_peer(name))
-                    undo.note("ifb", name=name, iface=self.spec.iface, index=index)
+                    prelude.note(undo, [("ifb", {"name": name, "iface": self.spec.iface,
+                                                 "index": index})])
                     device = ns.ensure_ifb(self.spec.iface)
-                self._apply_on(ns, undo, device, direction)
+                self._apply_on(ns, undo, device, direction, prelude)
 
-    def _apply_on(self, ns: Namespace, undo: UndoLog, device: str, direction: str) -> None:
+    def _apply_on(self, ns: Namespace, undo: UndoLog, device: str, direction: str,
+                  prelude: Prelude) -> None:
+        """Decide from one qdisc dump and the journal, note it all, then change in one batch.
+
+        The notes (root, class, filters) are persisted by one write before the
+        batch; rollback from them is right whatever part of the batch the
+        kernel applied (filters go by priority, the class by slot, our root
+        when no class is left on it).
+        """
         tree = ns.tree(device)
-        original = tree.root()
-        if original is None or not original.is_hostchaos:
-            foreign = tree.foreign_root()
+        qdiscs = tree.egress_qdiscs()
+        original = tree.root(qdiscs)
+        notes: list[tuple[str, dict[str, Any]]] = []
+        fresh = original is None or not original.is_hostchaos
+        foreign = None
+        if fresh:
+            foreign = tree.foreign_root(qdiscs)
             if foreign is not None and not (self.spec.force and direction == "egress"):
                 tree.check_root_replaceable(foreign)  # raises ConflictError
-            undo.note("root", device=device,
-                      original=original.to_dict() if original else None,
-                      snapshot=tree.snapshot() if foreign else None)
-            if foreign is not None:
-                tree.delete_foreign_root(foreign)
-            tree.create_root()
+            notes.append(("root", {"device": device,
+                                   "original": original.to_dict() if original else None,
+                                   "snapshot": tree.snapshot() if foreign else None}))
         else:
             inherited = self._inherited_snapshot(device)
             if inherited is not None:  # whoever leaves last puts the original back
-                undo.note("root", device=device, joined=True, snapshot=inherited)
-        slot = tree.free_slot(self._claimed_slots(device))
-        undo.note("class", device=device, slot=slot, where=self.spec.where(),
-                  direction=direction)
-        tree.add_fault_class(slot, self.leaf_kind, self.leaf_options(tree.mtu()))
+                notes.append(("root", {"device": device, "joined": True,
+                                       "snapshot": inherited}))
+        claimed = self._claimed_slots(device)
+        # a tree of ours not yet made has no classes: only the journal's claims count
+        slot = (min(set(range(1, len(claimed) + 2)) - claimed) if fresh
+                else tree.free_slot(claimed))
         filters = self.apply_filters(direction)
-        undo.note("filters", device=device, slot=slot,
-                  protected=len(filters.passed), selected=len(filters.selected))
-        tree.add_filters(slot, filters)
+        notes.append(("class", {"device": device, "slot": slot, "where": self.spec.where(),
+                                "direction": direction}))
+        notes.append(("filters", {"device": device, "slot": slot,
+                                  "protected": len(filters.passed),
+                                  "selected": len(filters.selected)}))
+        prelude.note(undo, notes)
+        if foreign is not None:
+            tree.delete_foreign_root(foreign)
+        tree.build_fault(slot, self.leaf_kind, self.leaf_options(tree.mtu()), filters,
+                         create_root=fresh)
 
     # -- rollback --------------------------------------------------------------------
     def rollback(self, undo: UndoLog) -> None:
@@ -337,9 +357,7 @@ class NetworkFault(Fault):
             tree = ns.tree(device)
         except TargetNotFoundError:
             return
-        tree.remove_filters(slot)
-        tree.remove_fault_class(slot)
-        self._remove_tree_if_unused(ns, device)
+        tree.remove_fault(slot, others=bool(self._claimed_slots(device)))
 
     def _restore_if_last(self, ns: Namespace, device: str,
                          snapshot: dict[str, list[str]]) -> None:

@@ -129,6 +129,20 @@ class _Boundary:
                 f"{os.strerror(code) if isinstance(code, int) else exc}"
             ) from exc
 
+    def _batch(self, steps: list[tuple[str, Any]], *, missing_ok: bool = False) -> None:
+        """Send ``steps`` ((what, encoded request), ...) in one datagram (see
+        :meth:`hostchaos.system.rtnl.Rtnl.batch`); raise the first refusal as
+        :meth:`_call` would. The kernel goes on after a refused message, so the
+        caller's undo notes must cover any subset of the batch."""
+        outcomes = self._call("send a batch", self._ipr.batch, [r for _, r in steps])
+        for (what, _), outcome in zip(steps, outcomes, strict=True):
+            if outcome.error is not None:
+                self._call(what, _reraise, outcome.error, missing_ok=missing_ok)
+
+
+def _reraise(error: BaseException) -> None:
+    raise error
+
 
 class TrafficTree(_Boundary):
     """The hostchaos qdisc tree on one device of one network namespace.
@@ -138,9 +152,10 @@ class TrafficTree(_Boundary):
     """
 
     def __init__(self, ipr: Any, index: int, iface: str, where: str,
-                 netns_path: str | None = None) -> None:
+                 netns_path: str | None = None, mtu: int | None = None) -> None:
         self._ipr = ipr
         self.index = index
+        self._mtu = mtu
         self.iface = iface
         self.netns_path = netns_path
         self.label = f"interface {iface} (network namespace: {where})"
@@ -155,13 +170,14 @@ class TrafficTree(_Boundary):
     def egress_qdiscs(self) -> list[QdiscInfo]:
         return [q for q in self.qdiscs() if q.parent != TC_H_INGRESS]
 
-    def root(self) -> QdiscInfo | None:
-        for qdisc in self.qdiscs():
+    def root(self, qdiscs: list[QdiscInfo] | None = None) -> QdiscInfo | None:
+        """The root qdisc (from ``qdiscs``, a dump already made, or a new dump)."""
+        for qdisc in self.qdiscs() if qdiscs is None else qdiscs:
             if qdisc.is_root:
                 return qdisc
         return None
 
-    def foreign_root(self) -> QdiscInfo | None:
+    def foreign_root(self, egress: list[QdiscInfo] | None = None) -> QdiscInfo | None:
         """The root qdisc when the egress tree was set up by someone else, else None.
 
         A tree is the kernel's own (None) when its root is a default kind, every
@@ -175,7 +191,7 @@ class TrafficTree(_Boundary):
         when it came up.) Filters are the exception: ``tc filter add ... parent 0:``
         attaches to a default fq_codel root, and would be lost with it.
         """
-        qdiscs = self.egress_qdiscs()
+        qdiscs = self.egress_qdiscs() if egress is None else egress
         root = next((q for q in qdiscs if q.is_root), None)
         if root is None or root.is_hostchaos:
             return None
@@ -189,6 +205,8 @@ class TrafficTree(_Boundary):
                                parent=0) or [])
 
     def mtu(self) -> int:
+        if self._mtu is not None:
+            return self._mtu
         links = self._call("read link", self._ipr.get_links, self.index)
         return int(links[0].get_attr("IFLA_MTU") or 1500) if links else 1500
 
@@ -290,6 +308,68 @@ class TrafficTree(_Boundary):
             return
         self._call("delete root", self._ipr.tc, "del", index=self.index, handle=ROOT_HANDLE,
                    parent=TC_H_ROOT, missing_ok=True)
+
+    def build_fault(self, slot: int, leaf_kind: str, leaf_options: dict[str, Any],
+                    filters: FilterSet, *, create_root: bool) -> None:
+        """Our root (if ``create_root``), the fault's class, leaf and filters: one batch.
+
+        Undo notes written before it must cover any subset of it: the kernel
+        goes on after a refused message (rollback deletes the filters by
+        priority, the class by slot, and the root when no class is left).
+        """
+        m = self._ipr.tc_message
+        steps: list[tuple[str, Any]] = []
+        if create_root:
+            # add, not replace: the kernel grafts it over its own default root (handle 0:)
+            # but refuses (EEXIST) a root with a handle that someone set up meanwhile
+            steps.append(("add root htb", m("add", "htb", self.index, ROOT_HANDLE,
+                                            parent=TC_H_ROOT, default=0)))
+        steps.append(("add class", m("add-class", "htb", self.index, _slot_class(slot),
+                                     parent=ROOT_HANDLE, rate=LINE_RATE, quantum=60000)))
+        steps.append((f"add qdisc {leaf_kind}", m("add", leaf_kind, self.index,
+                                                  _leaf_handle(slot), parent=_slot_class(slot),
+                                                  **leaf_options)))
+        steps.extend(("add filter", request) for request in self._filter_requests(slot, filters))
+        self._batch(steps)
+
+    def remove_fault(self, slot: int, *, others: bool) -> None:
+        """Take one fault's filters and class out; the whole tree if no other class is left.
+
+        ``others``: another open fault (by the journal) claims a class here. One
+        dump (which classes of ours are there) and one request or batch.
+        """
+        used = self.used_slots()
+        if not used - {slot} and not others:
+            # deleting our root takes class, leaf and filters along; the kernel deletes a
+            # root only if it has the handle asked for, so a root that is not ours stays
+            self.remove_root(known_ours=True)
+            return
+        self._batch([*(("delete filter", r) for r in self._filter_delete_requests(slot)),
+                     ("delete class", self._ipr.tc_message(
+                         "del-class", index=self.index, handle=_slot_class(slot),
+                         parent=ROOT_HANDLE))], missing_ok=True)
+
+    def _filter_requests(self, slot: int, filters: FilterSet) -> list[Any]:
+        out = []
+        for selected, rules in ((False, filters.passed), (True, filters.selected)):
+            target = _slot_class(slot) if selected else DIRECT
+            for family, keys in rules:
+                out.append(self._ipr.tc_message(
+                    "add-filter", "u32", self.index, parent=ROOT_HANDLE,
+                    prio=_filter_prio(slot, family, selected), protocol=family, target=target,
+                    keys=keys))
+        return out
+
+    def _filter_delete_requests(self, slot: int) -> list[Any]:
+        out = []
+        for selected in (False, True):
+            for family in (ETH_P_IP, ETH_P_IPV6):
+                # without a kind, pyroute2 does not fold prio and protocol into tcm_info,
+                # and a filter delete with tcm_info 0 deletes *every* filter on the parent
+                info = (_filter_prio(slot, family, selected) << 16) | socket.htons(family)
+                out.append(self._ipr.tc_message("del-filter", index=self.index,
+                                                parent=ROOT_HANDLE, info=info))
+        return out
 
     def add_fault_class(self, slot: int, leaf_kind: str, leaf_options: dict[str, Any]) -> None:
         self._call("add class", self._ipr.tc, "add-class", "htb", self.index,

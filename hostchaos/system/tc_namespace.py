@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from hostchaos.errors import ConflictError, TargetNotFoundError
@@ -30,6 +29,7 @@ from hostchaos.system.netlink import (
     _Boundary,
     socket_in_netns,
 )
+from hostchaos.system.rtnl import Rtnl
 
 
 def netns_exists(name: str) -> bool:
@@ -50,11 +50,16 @@ class Namespace(_Boundary):
         return int(found[0]) if found else None
 
     def tree(self, iface: str) -> TrafficTree:
-        index = self.index_of(iface)
-        if index is None:
+        try:
+            links = self._ipr.get_link(ifname=iface)
+        except NetlinkError:
+            links = []
+        if not links:
             raise TargetNotFoundError(f"interface {iface} not found (network namespace: "
                                       f"{self.where})")
-        return TrafficTree(self._ipr, index, iface, self.where, self.path)
+        mtu = links[0].get_attr("IFLA_MTU")
+        return TrafficTree(self._ipr, int(links[0]["index"]), iface, self.where, self.path,
+                           mtu=int(mtu) if mtu else None)
 
     # -- ingress through an IFB device -------------------------------------
     @staticmethod
@@ -156,7 +161,7 @@ def open_namespace(path: str | None, where: str) -> Iterator[Namespace]:
     netem_codec.install()
     tbf_codec.install()
     try:
-        ipr = IPRoute(use_socket=socket_in_netns(path)) if path else IPRoute()
+        ipr = Rtnl(socket_in_netns(path) if path else None)
     except FileNotFoundError as exc:
         raise TargetNotFoundError(f"network namespace {where} not found") from exc
     except (OSError, NetlinkError) as exc:
