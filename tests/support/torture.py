@@ -170,8 +170,15 @@ class Report:
                 "failures": self.failures}
 
 
+def print_line(outcome: Outcome) -> None:
+    """One line per iteration (progress for -s and for bench/torture.py)."""
+    status = "LEFTOVER " + "; ".join(outcome.leftovers) if outcome.leftovers else "ok"
+    print(f"{outcome.plan.describe()} -> {outcome.hit}; killed {outcome.killed or 'nothing'}; "
+          f"{status}", flush=True)
+
+
 def iteration_seed(seed: int, number: int) -> int:
-    return seed * 1_000_003 + number
+    return seed * 1_000_000 + number
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -724,11 +731,13 @@ def _wait_for_text(path: Path) -> str:
 
 def run(root: Path, *, iterations: int, seed: int, kinds: tuple[str, ...], lanes: int = 4,
         targets: tuple[str, ...] = TARGETS, replay: int | None = None,
-        progress: Any = None) -> Report:
+        progress: Any = None, stop_at: float | None = None) -> Report:
     """``iterations`` seeded iterations spread over ``lanes`` independent lanes.
 
     Iteration ``n`` uses seed :func:`iteration_seed` (seed, n) and always runs in lane
-    ``n % lanes``; with ``replay`` only that one iteration runs, in one lane.
+    ``n % lanes``; with ``replay`` only that one iteration runs, in one lane. With
+    ``stop_at`` (a time.monotonic() value) no iteration starts after it: the report
+    counts those that ran.
     """
     report = Report()
     numbers = [None] if replay is not None else list(range(iterations))
@@ -737,6 +746,8 @@ def run(root: Path, *, iterations: int, seed: int, kinds: tuple[str, ...], lanes
     def lane_job(lane_no: int) -> None:
         with Lane(root / f"lane{lane_no}", lane_no, kinds) as lane:
             for number in numbers[lane_no::lanes]:
+                if stop_at is not None and time.monotonic() > stop_at:
+                    break
                 it_seed = replay if number is None else iteration_seed(seed, number)
                 assert it_seed is not None
                 outcome = lane.iterate(Plan.from_seed(it_seed, kinds, targets))

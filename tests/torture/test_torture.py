@@ -1,7 +1,7 @@
 """Issue 15, host tier: kill -9 the CLI, the warden or the agent at random points, for every
 kind this machine can run (all but the netem ones), and find the sandbox as it was.
 
-CI-sized by default (240 iterations over 4 lanes); ``HOSTCHAOS_TORTURE_ITERATIONS=N`` for a
+CI-sized by default (200 iterations over 4 lanes); ``HOSTCHAOS_TORTURE_ITERATIONS=N`` for a
 long run, ``HOSTCHAOS_TORTURE_SEED=S`` to repeat a run's choices, ``HOSTCHAOS_TORTURE_REPLAY=
 SEED`` to replay one failed iteration (its seed is in the failure message). See
 tests/support/torture.py for what one iteration does and what "as it was" means.
@@ -21,7 +21,7 @@ from tests.support.capability import need
 
 
 def settings() -> tuple[int, int, int | None, int]:
-    iterations = int(os.environ.get("HOSTCHAOS_TORTURE_ITERATIONS", "240"))
+    iterations = int(os.environ.get("HOSTCHAOS_TORTURE_ITERATIONS", "200"))
     seed = int(os.environ.get("HOSTCHAOS_TORTURE_SEED") or random.randrange(1 << 20))
     replay = os.environ.get("HOSTCHAOS_TORTURE_REPLAY")
     lanes = int(os.environ.get("HOSTCHAOS_TORTURE_LANES", "4"))
@@ -36,7 +36,7 @@ def test_kill_9_anywhere_leaves_nothing_behind(tmp_path: Path) -> None:
     print(f"torture: seed {seed} (HOSTCHAOS_TORTURE_SEED={seed} repeats these choices)")
     started = time.monotonic()
     report = torture.run(tmp_path, iterations=iterations, seed=seed, lanes=lanes,
-                         kinds=torture.HOST_KINDS, replay=replay)
+                         kinds=torture.HOST_KINDS, replay=replay, progress=torture.print_line)
     summary = {**report.to_dict(), "seed": seed, "lanes": lanes,
                "wall_s": round(time.monotonic() - started, 1)}
     print("torture:", json.dumps(summary, indent=1))
