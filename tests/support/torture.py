@@ -190,6 +190,14 @@ def _state_letter(pid: int) -> str | None:
         return None
 
 
+def _run_state(pid: int) -> str | None:
+    """The state that matters: "awake" for running or sleeping (a victim continued a
+    moment ago may still be running on its way back to sleep), else the letter (T
+    stopped, D a frozen cgroup's task on v1, Z ...)."""
+    letter = _state_letter(pid)
+    return "awake" if letter in ("R", "S") else letter
+
+
 def _alive(pid: int) -> bool:
     return _state_letter(pid) not in (None, "Z", "X")
 
@@ -337,9 +345,10 @@ class Lane:
     def _make_fill_fs(self) -> None:
         point = self.root / "fill"
         point.mkdir(exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", f"hc-torture{self.number}",
-                        str(point)], check=True)
-        self._stack.callback(subprocess.run, ["umount", "--lazy", str(point)], check=False)
+        source = f"hc-torture{os.getpid()}-{self.number}"  # unmounted by this name: pytest
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", source, str(point)],  # may
+                       check=True)  # have moved a failed test's directory meanwhile
+        self._stack.callback(subprocess.run, ["umount", "--lazy", source], check=False)
         (point / "data").write_bytes(b"x" * 4096)  # something of the sandbox's own
         self.fill_dir = point
 
@@ -409,7 +418,7 @@ class Lane:
             pid = proc.pid
             try:
                 snap[f"{name} victim"] = {
-                    "state": _state_letter(pid),
+                    "state": _run_state(pid),
                     "cgroup": Path(f"/proc/{pid}/cgroup").read_text(),
                     "limits": Path(f"/proc/{pid}/limits").read_text()}
             except OSError as exc:
@@ -431,7 +440,7 @@ class Lane:
             snap["fill space"] = (st.f_bfree, st.f_bavail, st.f_ffree)
             snap["fill files"] = sorted(os.listdir(self.fill_dir))
         if self.respawner is not None:
-            snap["respawner"] = _state_letter(self.respawner.pid)
+            snap["respawner"] = _run_state(self.respawner.pid)
         if self.clock is not None:
             now = time.monotonic()
             _wait_until(lambda: self._clock_sample(now) is not None, 10)

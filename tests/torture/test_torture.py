@@ -15,6 +15,8 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from hostchaos.system import capabilities
 from tests.support import torture
 from tests.support.capability import need
@@ -28,6 +30,7 @@ def settings() -> tuple[int, int, int | None, int]:
     return iterations, seed, int(replay) if replay else None, lanes
 
 
+@pytest.mark.timeout(0)  # a long run takes hours; each command in it has its own timeout
 def test_kill_9_anywhere_leaves_nothing_behind(tmp_path: Path) -> None:
     for controller in ("cpu", "memory", "pids", "freezer"):
         need(capabilities.cgroup_controller(controller))

@@ -15,9 +15,12 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support import torture
 
 
+@pytest.mark.timeout(1500)
 def test_kill_9_anywhere_leaves_no_netem_behind(tmp_path: Path) -> None:
     iterations = int(os.environ.get("HOSTCHAOS_TORTURE_VM_ITERATIONS", "30"))
     seed = int(os.environ.get("HOSTCHAOS_TORTURE_SEED") or random.randrange(1 << 20))
@@ -27,7 +30,7 @@ def test_kill_9_anywhere_leaves_no_netem_behind(tmp_path: Path) -> None:
     started = time.monotonic()
     report = torture.run(tmp_path, iterations=iterations, seed=seed, lanes=2,
                          kinds=torture.NETEM_KINDS, targets=("cli", "cli+warden", "warden"),
-                         replay=replay)
+                         replay=replay, progress=torture.print_line)
     summary = {**report.to_dict(), "seed": seed, "wall_s": round(time.monotonic() - started, 1)}
     print("torture (vm):", json.dumps(summary, indent=1))
     assert report.failures == [], "\n".join(report.failures)
