@@ -83,7 +83,7 @@ class Plan:
     seed: int
     kind: str
     target: str          # which process is killed
-    point: str           # "delay" or "note"
+    point: str           # "delay", "note" or "rollback" (the warden's, parked at ``stage``)
     delay: float         # seconds after the start (point "delay")
     note: int            # undo note to park after (point "note")
     seconds: float       # the fault's --for
@@ -91,6 +91,7 @@ class Plan:
     in_place: bool       # cgroup kinds: --cgroup (in place) rather than --pid (moved)
     after: str           # the command run after the kill
     variant: int         # kind-specific choices (direction, values)
+    stage: str = ""      # point "rollback": "before" or "after" the host is put back
 
     @classmethod
     def from_seed(cls, seed: int, kinds: tuple[str, ...],
@@ -99,9 +100,10 @@ class Plan:
         kind = rng.choice(kinds)
         target = rng.choices(targets, weights=[TARGET_WEIGHTS[TARGETS.index(t)]
                                                for t in targets])[0]
-        point = "delay" if target == "warden" else rng.choice(("delay", "note"))
+        point = rng.choice(("delay", "rollback") if target == "warden" else ("delay", "note"))
         seconds = round(rng.uniform(0.3, 1.2), 2)
         return cls(seed=seed, kind=kind, target=target, point=point,
+                   stage=rng.choice(("before", "after")) if point == "rollback" else "",
                    delay=round(rng.uniform(0.0, seconds + 0.3), 3),
                    note=rng.randint(1, NOTES[kind]), seconds=seconds,
                    wait=target.startswith("cli") and rng.random() < 0.3,
@@ -109,7 +111,9 @@ class Plan:
                    variant=rng.randrange(1 << 30))
 
     def describe(self) -> str:
-        where = f"after note {self.note}" if self.point == "note" else f"at {self.delay}s"
+        where = {"note": f"after note {self.note}",
+                 "rollback": f"in its rollback ({self.stage} the host is put back)"
+                 }.get(self.point, f"at {self.delay}s")
         return (f"seed {self.seed}: {self.kind} --for {self.seconds}s"
                 f"{' --wait' if self.wait else ''}{' in place' if self.in_place else ''}, "
                 f"kill {self.target} {where}, then {self.after}")
@@ -577,7 +581,11 @@ class Lane:
         lap = outcome.lap("snapshot", lap)
         marker = self.root / f"paused-{plan.seed}"
         pause = ({"HOSTCHAOS_TEST_PAUSE_AFTER_NOTE": str(plan.note),
-                  "HOSTCHAOS_TEST_PAUSE_FILE": str(marker)} if plan.point == "note" else {})
+                  "HOSTCHAOS_TEST_PAUSE_FILE": str(marker)} if plan.point == "note" else
+                 {"HOSTCHAOS_TEST_PAUSE_IN_ROLLBACK": plan.stage,
+                  "HOSTCHAOS_TEST_PAUSE_FILE": str(marker)} if plan.point == "rollback" else {})
+        if plan.point == "rollback":
+            self._stop_warden()  # the inject starts a warden of its own, with the hook
         argv = ["inject", *self.inject_args(plan), "--for", f"{plan.seconds}s", "--json",
                 *(["--wait"] if plan.wait else [])]
         agent = None
@@ -612,7 +620,7 @@ class Lane:
         lap = outcome.lap("after", lap)
         self._settle(plan, outcome, started)
         lap = outcome.lap("settle", lap)
-        if plan.point == "note":
+        if plan.point in ("note", "rollback"):
             self._stop_warden()  # it inherited the crash hook: not for the next iteration
         after = self.snapshot(network=network)
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
@@ -644,6 +652,17 @@ class Lane:
             outcome.killed.append(who)
             if plan.target == "cli+warden":
                 self._kill_warden(outcome)
+            return
+        if plan.point == "rollback":  # the warden parks at the deadline
+            if not _wait_until(marker.exists, plan.seconds + 30, 0.02):
+                outcome.hit = "rollback not reached"
+                return
+            pid = int(_wait_for_text(marker))
+            outcome.hit = f"warden parked {plan.stage} putting the host back"
+            if pid == cli.pid:
+                outcome.hit = f"cli parked {plan.stage} putting the host back"
+            _kill(pid)
+            outcome.killed.append("warden" if pid != cli.pid else "cli")
             return
         if plan.target == "warden":  # its delay counts from the end of the inject
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -21,12 +21,14 @@ def test_two_hundred_iterations_cover_every_kind_target_and_point() -> None:
              for n in range(200)]
     assert set(Counter(p.kind for p in plans)) == set(torture.HOST_KINDS)
     assert set(Counter(p.target for p in plans)) == set(torture.TARGETS)
-    assert {p.point for p in plans} == {"delay", "note"}
+    assert {p.point for p in plans} == {"delay", "note", "rollback"}
+    assert {p.stage for p in plans if p.point == "rollback"} == {"before", "after"}
     assert set(Counter(p.after for p in plans)) == set(torture.AFTER)
     for plan in plans:
         assert 0.3 <= plan.seconds <= 1.2
         assert 1 <= plan.note <= torture.NOTES[plan.kind]
-        assert plan.point == "delay" or plan.target != "warden"
+        assert (plan.point == "rollback") == bool(plan.stage)
+        assert (plan.point == "note") <= (plan.target != "warden")
         assert f"seed {plan.seed}:" in plan.describe()
 
 
