@@ -661,6 +661,7 @@ class Lane:
         if plan.point == "rollback":  # the warden parks at the deadline
             if not _wait_until(marker.exists, plan.seconds + 30, 0.02):
                 outcome.hit = "rollback not reached"
+                self._stop_warden()  # a slow warden must not park later, holding the fault
                 return
             pid = int(_wait_for_text(marker))
             outcome.hit = f"warden parked {plan.stage} putting the host back"
