@@ -41,7 +41,7 @@ from hostchaos.errors import (
     SpecError,
 )
 from hostchaos.faults.base import Fault, Peer, Spec
-from hostchaos.journal import Journal, UndoLog, UnreadableRecord
+from hostchaos.journal import Journal, UndoLog, UnreadableRecord, crash_hook_in_rollback
 from hostchaos.quantities import format_duration
 from hostchaos.records import (
     ACTIVE,
@@ -386,8 +386,10 @@ class Engine:
         record.transition(ROLLING_BACK, reason)
         record.actor = ProcessRef.current()
         self._save_quietly(record, with_copy=False)  # one write fewer per rollback
+        crash_hook_in_rollback("before")
         try:
             fault.rollback(UndoLog(record, None))
+            crash_hook_in_rollback("after")
         except Exception as exc:
             error = str(exc) or type(exc).__name__
             raise self._rollback_failed(

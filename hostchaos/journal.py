@@ -443,6 +443,20 @@ def _test_pause_point(count: int) -> None:
     marker = os.environ.get("HOSTCHAOS_TEST_PAUSE_FILE")
     if not wanted or not marker or int(wanted) != count:
         return
+    _park(marker)
+
+
+def crash_hook_in_rollback(stage: str) -> None:
+    """Test-only crash hook: park a rollback at ``stage`` ("before": its record says
+    rolling-back, the host is untouched; "after": the host is put back, the record is not
+    closed yet) with ``HOSTCHAOS_TEST_PAUSE_IN_ROLLBACK=STAGE`` and
+    ``HOSTCHAOS_TEST_PAUSE_FILE``, so a test can ``kill -9`` the process there."""
+    marker = os.environ.get("HOSTCHAOS_TEST_PAUSE_FILE")
+    if marker and os.environ.get("HOSTCHAOS_TEST_PAUSE_IN_ROLLBACK") == stage:
+        _park(marker)
+
+
+def _park(marker: str) -> None:
     Path(marker).write_text(str(os.getpid()))
     while True:
         time.sleep(3600)
