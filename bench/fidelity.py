@@ -43,7 +43,6 @@ from hostchaos.config import Config
 from hostchaos.engine import Engine
 from hostchaos.faults.from_options import spec_from_options
 from hostchaos.sandbox import NetnsPair
-from hostchaos.system import fill
 
 MiB = 1 << 20
 Row = dict[str, Any]
@@ -191,29 +190,24 @@ def check_memory(state: Path) -> list[Row]:
                     f"{killed}")]
 
 
-def statvfs_settled(path: Path) -> os.statvfs_result:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fill.settle(fd)
-    finally:
-        os.close(fd)
-    return os.statvfs(path)
 
 
 def check_disk_fill(state: Path) -> list[Row]:
+    from tests.support.fs import settled_statvfs
+
     mount = state.parent / "fill-tmpfs"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "hc-bench-fill", str(mount)],
                    check=True)
     try:
         engine = Engine(Config(state_dir=state))
-        before = statvfs_settled(mount)
+        before = settled_statvfs(mount)
         free_before = before.f_bavail * before.f_frsize
         with fault(engine, "disk-fill", {"path": str(mount), "size": "40M"}):
-            during = statvfs_settled(mount)
+            during = settled_statvfs(mount)
         taken = free_before - during.f_bavail * during.f_frsize
         with fault(engine, "disk-fill", {"path": str(mount), "percent": 90}):
-            st = statvfs_settled(mount)
+            st = settled_statvfs(mount)
         used = (st.f_blocks - st.f_bfree) * st.f_frsize
         percent = 100.0 * used / (used + st.f_bavail * st.f_frsize)
         return [row("disk-fill: size", "disk-fill", "--size 40M", 40, taken / MiB, "MiB",

@@ -28,13 +28,8 @@ from hostchaos.config import Config
 from hostchaos.engine import Engine
 from hostchaos.faults.nofile import NofileSpec
 
-
-def soft_nofile(pid: int) -> int:
-    with open(f"/proc/{pid}/limits") as handle:
-        for line in handle:
-            if line.startswith("Max open files"):
-                return int(line.split()[3])
-    raise RuntimeError(pid)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from targets import soft_nofile
 
 
 def main() -> int:

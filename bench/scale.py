@@ -49,6 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import many_netns
+from targets import root_qdisc_kind, soft_nofile
 
 from hostchaos.config import Config
 from hostchaos.engine import KEEP_ENDED_SECONDS, Engine
@@ -70,18 +71,8 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def soft_nofile(pid: int) -> int:
-    with open(f"/proc/{pid}/limits") as handle:
-        for line in handle:
-            if line.startswith("Max open files"):
-                return int(line.split()[3])
-    raise RuntimeError(pid)
 
 
-def root_qdisc_kind(netns: str) -> str:
-    out = subprocess.run(["tc", "-n", netns, "qdisc", "show", "dev", "hcv0", "root"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.split()[1] if out.split() else ""
 
 
 def env_for(state: Path) -> dict[str, str]:

@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
 
 import many_netns  # noqa: E402
+from targets import root_qdisc_kind, soft_nofile  # noqa: E402
 
 from hostchaos.config import Config  # noqa: E402
 from hostchaos.engine import Engine  # noqa: E402
@@ -95,18 +96,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
-def soft_nofile(pid: int) -> int:
-    with open(f"/proc/{pid}/limits") as handle:
-        for line in handle:
-            if line.startswith("Max open files"):
-                return int(line.split()[3])
-    raise RuntimeError(pid)
 
 
-def root_qdisc_kind(netns: str) -> str:
-    out = subprocess.run(["tc", "-n", netns, "qdisc", "show", "dev", "hcv0", "root"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.split()[1] if out.split() else ""
 
 
 @contextlib.contextmanager

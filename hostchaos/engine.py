@@ -293,15 +293,19 @@ class Engine:
                  last_good: FaultRecord | None = None) -> FaultRecord:
         """Roll ``fault_id`` back. ``last_good``: the copy to use if the record cannot be read."""
         with self._locked(f"rollback {fault_id}"):
-            try:
-                record = self.journal.load(fault_id)
-            except HostchaosError:
-                if last_good is None:
-                    raise
-                record = last_good
+            record = self._load_or(fault_id, last_good)
             if record.is_open:
                 self._rollback_locked(record, reason, self.peers())
             return record
+
+    def _load_or(self, fault_id: str, last_good: FaultRecord | None) -> FaultRecord:
+        """The record of ``fault_id``; ``last_good`` (a copy) if it cannot be read."""
+        try:
+            return self.journal.load(fault_id)
+        except HostchaosError:
+            if last_good is None:
+                raise
+            return last_good
 
     def rollback_many(self, items: list[tuple[str, str, FaultRecord | None]], *,
                       max_seconds: float | None = None
@@ -329,12 +333,7 @@ class Engine:
                         and time.monotonic() - started >= max_seconds:
                     break
                 try:
-                    try:
-                        record = self.journal.load(fault_id)
-                    except HostchaosError:
-                        if last_good is None:
-                            raise
-                        record = last_good
+                    record = self._load_or(fault_id, last_good)
                     if record.is_open:
                         self._rollback_locked(record, reason, peers)
                     results.append((fault_id, record))

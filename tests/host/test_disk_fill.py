@@ -20,6 +20,7 @@ from hostchaos.errors import ConflictError
 from hostchaos.faults.disk_fill import DiskFillSpec
 from hostchaos.system import fill
 from tests.support.cli import hostchaos, one_line_error, open_records
+from tests.support.fs import settled_statvfs as space
 from tests.support.waiting import wait_for
 
 MiB = 1 << 20
@@ -61,13 +62,6 @@ def ext4(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def space(path: Path) -> os.statvfs_result:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fill.settle(fd)
-    finally:
-        os.close(fd)
-    return os.statvfs(path)
 
 
 def total(st: os.statvfs_result) -> int:
