@@ -217,6 +217,8 @@ def test_a_destroyed_record_is_rolled_back_from_the_last_good_copy(
     for damaged in (path, engine.journal.copy_of(path)):
         damaged.write_bytes(b'{"id": "hc-fake-')  # torn from outside
     wait(lambda: items(host) == {}, 5)
+    # the host is clean a moment before the record says so: wait for the record too
+    wait(lambda: not engine.journal.load(record.id).is_open, 5)
     assert engine.journal.load(record.id).end_reason == "deadline reached"
 
 
