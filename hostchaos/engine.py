@@ -22,7 +22,6 @@ Two rules keep a fault from being lost:
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from hostchaos.errors import (
 )
 from hostchaos.faults.base import Fault, Peer, Spec
 from hostchaos.journal import Journal, UndoLog, UnreadableRecord, crash_hook_in_rollback
+from hostchaos.open_records import OpenRecordCache
 from hostchaos.quantities import format_duration
 from hostchaos.records import (
     ACTIVE,
@@ -99,8 +99,8 @@ class Engine:
         self.fault_class = fault_class
         #: starts the warden on demand; None: whoever made the engine guards its faults
         self.warden = warden
-        #: open faults as last read, by record file: (file identity, created_at, peer or None)
-        self._peer_cache: dict[str, tuple[tuple[int, int, int, int], float, Peer | None]] = {}
+        #: the open faults as last read, each read again only once it changed
+        self._open_records = OpenRecordCache(self.journal, self._peer_of)
         #: wall clock: for display and record keeping only
         self.clock = clock
         #: CLOCK_BOOTTIME: what deadlines and leases are judged on
@@ -218,41 +218,16 @@ class Engine:
     def peers(self) -> list[Peer]:
         """Every open fault the journal can read, with its spec where it still validates.
 
-        Read afresh from the journal every time, but a record file whose identity
-        (inode, size, times: a replaced record is a new inode) has not changed
-        since the last call is not parsed again: a warden rolling back a thousand
-        faults would otherwise parse a thousand records for each.
+        Read afresh every time, but only what changed since the last call is
+        parsed again (:class:`~hostchaos.open_records.OpenRecordCache`): a
+        warden rolling back a thousand faults would otherwise parse a thousand
+        records for each.
         """
-        faults_dir = self.journal.faults_dir
-        prefix = f"{faults_dir}/"
-        names = self.journal.record_names()
-        ended = set(self.journal.record_names(ended=True))
-        found: list[tuple[float, Peer]] = []
-        seen: dict[str, tuple[tuple[int, int, int, int], float, Peer | None]] = {}
-        for name in names:
-            if name in ended:  # a crash mid-move: the ended copy wins
-                continue
-            try:
-                info = os.stat(prefix + name, follow_symlinks=False)
-            except OSError:
-                continue
-            key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-            cached = self._peer_cache.get(name)
-            if cached is None or cached[0] != key:
-                try:
-                    record = self.journal.read_path(faults_dir / name)
-                except FileNotFoundError:
-                    continue
-                except JournalError:
-                    continue  # unreadable: reported by sweep and list
-                peers = self._peers_of([record])
-                cached = (key, record.created_at, peers[0] if peers else None)
-            seen[name] = cached
-            if cached[2] is not None:
-                found.append((cached[1], cached[2]))
-        self._peer_cache = seen
-        found.sort(key=lambda item: item[0])
-        return [peer for _, peer in found]
+        return self._open_records.current()
+
+    def _peer_of(self, record: FaultRecord) -> Peer | None:
+        found = self._peers_of([record])
+        return found[0] if found else None
 
     def _peers_of(self, records: list[FaultRecord]) -> list[Peer]:
         out = []

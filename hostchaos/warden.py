@@ -37,15 +37,12 @@ rolls back active faults whose warden is gone.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import heapq
 import itertools
 import os
 import select
-import struct
 import sys
 import threading
 import time
@@ -56,6 +53,7 @@ from typing import TYPE_CHECKING
 from hostchaos.deadlines import next_due, why_end
 from hostchaos.errors import ApplyError, ConflictError, HostchaosError
 from hostchaos.records import ACTIVE, ROLLBACK_FAILED, FaultRecord, boottime
+from hostchaos.system.inotify import Inotify
 from hostchaos.system.procs import ProcessRef, boot_id
 
 if TYPE_CHECKING:
@@ -160,57 +158,6 @@ def holder(state_dir: Path) -> ProcessRef | None:
         return ProcessRef(0, 0)  # held by a process that did not say who it is
     finally:
         os.close(fd)
-
-
-# -- inotify ----------------------------------------------------------------------------------
-
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
-_IN_CLOSE_WRITE, _IN_MOVED_FROM, _IN_MOVED_TO = 0x8, 0x40, 0x80
-_IN_CREATE, _IN_DELETE = 0x100, 0x200
-_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_Q_OVERFLOW, _IN_IGNORED = 0x400, 0x800, 0x4000, 0x8000
-_EVENT = struct.Struct("iIII")
-
-
-class Inotify:
-    """Names of records that changed in one directory (libc inotify through ctypes)."""
-
-    def __init__(self, directory: Path) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        # records are renamed into place; a write in place (from outside) is a close-write
-        mask = (_IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
-                | _IN_DELETE_SELF | _IN_MOVE_SELF)
-        if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
-            err = ctypes.get_errno()
-            os.close(fd)
-            raise OSError(err, f"inotify_add_watch {directory}")
-        self.fd = fd
-        #: the watch is gone (directory removed or moved) or events were lost: rescan
-        self.overflowed = False
-
-    def read(self) -> set[str]:
-        names: set[str] = set()
-        while True:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return names
-            offset = 0
-            while offset + _EVENT.size <= len(data):
-                _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-                raw = data[offset + _EVENT.size: offset + _EVENT.size + length]
-                offset += _EVENT.size + length
-                if mask & (_IN_Q_OVERFLOW | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED):
-                    self.overflowed = True
-                name = raw.split(b"\0", 1)[0].decode(errors="replace")
-                if name:
-                    names.add(name)
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 # -- the warden ---------------------------------------------------------------------------

@@ -55,6 +55,9 @@ class Peer:
     kind: str
     spec: Spec | None  # None when the stored spec no longer validates
     notes: list[dict[str, Any]]
+    #: what a kind works out from the notes once per peer (e.g. its network namespace):
+    #: a rollback among a thousand open faults asks it of every one
+    memo: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 _REGISTERED: dict[str, type[Fault]] = {}

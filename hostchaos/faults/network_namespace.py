@@ -164,6 +164,15 @@ def noted_identity(notes: list[dict[str, Any]]) -> NetnsIdentity | None:
     return NetnsIdentity.from_note(note) if note else None
 
 
+def peer_identity(peer: Peer) -> NetnsIdentity | None:
+    """``noted_identity`` of a peer's notes, worked out once per peer."""
+    try:
+        found: NetnsIdentity | None = peer.memo["netns"]
+    except KeyError:
+        found = peer.memo["netns"] = noted_identity(peer.notes)
+    return found
+
+
 @contextmanager
 def enter_noted(note: dict[str, Any]) -> Iterator[Namespace | None]:
     """The namespace a ``netns`` note names (None when it is gone), from the note alone."""
@@ -206,7 +215,7 @@ def same_namespace(identity: NetnsIdentity | None, label: str | None,
     """
     from hostchaos.faults.traffic_spec import NetworkSpec
 
-    theirs = noted_identity(peer.notes)
+    theirs = peer_identity(peer)
     if identity is not None and theirs is not None:
         return identity == theirs
     if isinstance(peer.spec, NetworkSpec) and spec is not None:

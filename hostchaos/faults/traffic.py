@@ -155,12 +155,12 @@ class NetworkFault(Fault):
                                         f"{ifb.fix}")
 
     def conflicts(self, peer: Peer) -> str | None:
-        from hostchaos.faults.network_namespace import noted_identity
+        from hostchaos.faults.network_namespace import peer_identity
 
         other = peer.spec
         if not isinstance(other, NetworkSpec):
             return None
-        theirs = noted_identity(peer.notes)
+        theirs = peer_identity(peer)
         same = self.identity == theirs if self.identity and theirs else None
         if self.spec.overlaps(other, same_namespace=same):
             return (f"{other.selector_label()} on {other.target_label()} "
