@@ -77,6 +77,10 @@ IDLE_EXIT_SECONDS = 2.0
 #: how long a starting warden, and a command starting one, wait for the other side
 START_TIMEOUT = 60.0
 
+#: what the agent sends a warden process (``python -m hostchaos.warden``) to take its faults
+#: over: it finishes what it is doing, lets go of the lock and exits
+HAND_OVER_SIGNAL = 10  # SIGUSR1
+
 LOCK_NAME = "warden.lock"
 LOG_NAME = "warden.log"
 
@@ -582,48 +586,85 @@ class _Starting:
             self.ready_fd = -1
 
 
+def warden_argv(state_dir: Path) -> list[str]:
+    """How a warden for ``state_dir`` is started."""
+    return [sys.executable, "-m", "hostchaos.warden", "--state-dir", str(state_dir)]
+
+
 def spawn(state_dir: Path, warm: str | None = None) -> _Starting:
     """Start a warden for ``state_dir``, detached (double fork, new session, exec).
 
     ``warm``: a kind whose rollback it makes ready before it answers. ApplyError
     if the kernel will not let it start (fork refused).
     """
-    argv = [sys.executable, "-m", "hostchaos.warden", "--state-dir", str(state_dir),
-            "--ready-fd", "3", *(["--warm", warm] if warm else [])]
+    argv = [*warden_argv(state_dir), "--ready-fd", "3", *(["--warm", warm] if warm else [])]
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = start_detached(argv, write_end, state_dir, "the warden that enforces the "
+                             "fault's deadline")
+    except ApplyError:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return _Starting(pid, read_end)
+
+
+def spawn_sentinel(state_dir: Path) -> tuple[int, int]:
+    """Start the agent's sentinel (:mod:`hostchaos.sentinel`); (its pid, the pipe's write end).
+
+    The caller keeps the write end open for its whole life and never lets a
+    child inherit it: the sentinel starts a warden once the last writer is gone.
+    """
+    script = str(Path(__file__).with_name("sentinel.py"))
+    argv = [sys.executable, "-I", "-S", script, *warden_argv(state_dir)]
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = start_detached(argv, read_end, state_dir, "the agent's sentinel")
+    except ApplyError:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return pid, write_end
+
+
+def start_detached(argv: list[str], fd3: int, state_dir: Path, what: str) -> int:
+    """Run ``argv`` detached (double fork, new session, exec) with ``fd3`` as descriptor 3,
+    stdin and stdout on /dev/null and stderr appended to ``$STATE/warden.log``; its pid.
+
+    ApplyError naming ``what`` if the kernel will not let it start (fork refused).
+    """
     pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
     try:
         first = os.fork()
     except OSError as exc:
-        for fd in (read_end, write_end, pid_read, pid_write):
+        for fd in (pid_read, pid_write):
             os.close(fd)
-        raise ApplyError(f"cannot start the warden that enforces the fault's deadline (fork: "
-                         f"{exc.strerror}); nothing was injected") from exc
+        raise ApplyError(f"cannot start {what} (fork: {exc.strerror}); nothing was "
+                         "injected") from exc
     if first == 0:
         code = 0
         try:
             os.setsid()
             second = os.fork()
             if second == 0:
-                _become_warden(argv, write_end, state_dir)
+                _become(argv, fd3, state_dir)
             os.write(pid_write, str(second).encode())
         except OSError:
             code = 1
         finally:
             os._exit(code)
-    os.close(write_end)
     os.close(pid_write)
     os.waitpid(first, 0)
     with os.fdopen(pid_read, "rb") as pipe:
         pid = int(pipe.read().decode() or "0")
     if pid <= 0:
-        os.close(read_end)
-        raise ApplyError("cannot start the warden that enforces the fault's deadline (fork "
-                         "failed); nothing was injected")
-    return _Starting(pid, read_end)
+        raise ApplyError(f"cannot start {what} (fork failed); nothing was injected")
+    return pid
 
 
-def _become_warden(argv: list[str], ready_fd: int, state_dir: Path) -> None:
+def _become(argv: list[str], fd3: int, state_dir: Path) -> None:
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
@@ -634,7 +675,7 @@ def _become_warden(argv: list[str], ready_fd: int, state_dir: Path) -> None:
             os.dup2(logfd, 2)
         except OSError:
             os.dup2(devnull, 2)
-        os.dup2(ready_fd, 3)  # the only descriptor it keeps beyond 0-2
+        os.dup2(fd3, 3)  # the only descriptor it keeps beyond 0-2
         os.set_inheritable(3, True)
         os.closerange(4, 65536)
         os.chdir("/")
@@ -676,9 +717,17 @@ def main(argv: list[str]) -> int:
         with contextlib.suppress(OSError):
             os.write(args.ready_fd, b"ready")
             os.close(args.ready_fd)
+    stop = threading.Event()
+
+    def hand_over(signum: int, frame: object) -> None:
+        stop.set()  # an agent takes the faults over: it waits for this lock
+        warden.wake()
+
+    signal.signal(HAND_OVER_SIGNAL, hand_over)
     log(f"warden of {config.state_dir} started")
-    warden.run()
-    log("no fault is open: exiting")
+    warden.run(stop)
+    log("handing the open faults to the agent" if stop.is_set() else
+        "no fault is open: exiting")
     return 0
 
 

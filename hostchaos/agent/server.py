@@ -1,10 +1,12 @@
 """`hostchaos agent`: the API on a unix socket, served by uvicorn, with sd_notify and a watchdog.
 
 Start-up, in this order: sweep the journal (faults past their deadline or
-lease are rolled back, records a reboot undid are closed), make sure a warden
-guards the rest with their original deadlines
-(:meth:`Agent._start_deadline_enforcement`: the warden is a process of its own,
-so the dead-man's switch never depends on the agent staying up), bind
+lease are rolled back, records a reboot undid are closed), start the warden
+that guards the rest with their original deadlines
+(:meth:`Agent._start_deadline_enforcement`: a thread of the agent, with a
+sentinel process that starts a warden process the moment the agent dies, so
+the dead-man's switch never depends on the agent staying up; see
+:mod:`hostchaos.agent.warden_host`), bind
 the socket, serve, and only then tell systemd READY=1. While serving, uvicorn's
 main loop ticks every 0.1 s on the event loop; each tick that is due sends
 WATCHDOG=1 (so a wedged event loop stops the petting and systemd restarts the
@@ -165,13 +167,14 @@ class Agent:
     """The hostchaos agent of one state directory: sweep, serve the API, roll back on stop."""
 
     def __init__(self, config: Config) -> None:
+        from hostchaos.agent.warden_host import HostedWarden
         from hostchaos.engine import Engine
-        from hostchaos.warden import OnDemand
 
         self.config = config
-        # the warden stays a process of its own (the CLI's on-demand one): a crashed or
-        # wedged agent never takes deadline enforcement down with it
-        self.engine = Engine(config, warden=OnDemand(config.state_dir))
+        # the warden is a thread of the agent; its sentinel starts a warden process the
+        # moment the agent dies, so a crashed agent never takes enforcement down with it
+        self.warden = HostedWarden(config)
+        self.engine = Engine(config, warden=self.warden)
         self.metrics = AgentMetrics(self.engine.journal)
         self.service = FaultService(self.engine, metrics=self.metrics)
         self.sockets: list[socket.socket] = []
@@ -179,19 +182,14 @@ class Agent:
         self._agent_lock: int | None = None
 
     def _start_deadline_enforcement(self) -> None:
-        """Make sure a warden guards the journal: the one that runs, or a new one.
+        """Start the warden thread (and its sentinel).
 
         The start-up sweep left active faults whose warden is gone (a crash
-        took it): the new warden adopts them, rolls back at once what is
-        overdue and keeps the original deadlines of the rest.
+        took it): the warden adopts them, rolls back at once what is overdue
+        and keeps the original deadlines of the rest. A warden process that
+        still guards faults hands them over first.
         """
-        try:
-            warden = self.engine.revive_warden()
-        except HostchaosError as exc:  # serve anyway: sweep is the next line of defence
-            log(WARNING, "cannot start the warden", error=exc)
-            return
-        if warden is not None:
-            log(INFO, "the warden guards the open faults", pid=warden.pid)
+        self.warden.start()
 
     def hold_agent_lock(self) -> None:
         """One agent per state directory: flock ``agent.lock`` for the agent's lifetime.
@@ -285,14 +283,24 @@ class Agent:
                                                reason=f"the agent stopped ({name})",
                                                wait=STOP_WAIT_SECONDS)
         except HostchaosError as exc:
-            log(WARNING, "rollback at stop failed; the next hostchaos command's warden and "
-                "the next sweep take over", error=exc)
+            log(WARNING, "rollback at stop failed; a warden process takes the faults over",
+                error=exc)
+            self.warden.stop(nothing_open=False)
             return RollbackError.exit_code
+        self._stop_warden()
         for message in result["errors"]:
             log(WARNING, "rollback at stop failed", error=message)
         log(INFO, "stopped", rolled_back=len(result["rolled_back"]),
             failed=len(result["errors"]))
         return RollbackError.exit_code if result["errors"] else 0
+
+    def _stop_warden(self) -> None:
+        """End the warden thread; what is still open goes to the sentinel's warden process."""
+        try:
+            nothing_open = not self.engine.journal.has_open_records()
+        except HostchaosError:
+            nothing_open = False
+        self.warden.stop(nothing_open=nothing_open)
 
     def _unlink_socket(self) -> None:
         """Close the listeners; remove the socket file if it is still the one we made."""

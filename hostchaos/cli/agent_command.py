@@ -27,10 +27,12 @@ def agent(socket_path: Path | None, group: str | None, tcp: str | None,
     """Serve the hostchaos API (HTTP/1.1 + JSON) on a unix socket.
 
     Sweeps the journal first (faults past their deadline or lease are rolled
-    back), makes sure the warden (a process of its own) guards the rest with
-    their original deadlines, then serves; tells systemd READY=1 once serving
-    and pets its watchdog. SIGTERM rolls every open fault back and exits 0.
-    While it answers, the other hostchaos commands go through it.
+    back), then guards the rest with their original deadlines from a warden
+    thread, and serves; tells systemd READY=1 once serving and pets its
+    watchdog. SIGTERM rolls every open fault back and exits 0. A small
+    sentinel process starts a warden process the moment the agent dies, so
+    even kill -9 of the agent leaves every deadline enforced. While it
+    answers, the other hostchaos commands go through it.
 
     \b
     Example:

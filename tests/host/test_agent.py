@@ -170,6 +170,80 @@ def test_kill_9_of_the_agent_leaves_the_deadline_enforced(pair: NetnsPair, state
     assert record["state"] == "rolled-back" and record["end_reason"] == "deadline reached"
 
 
+def processes_of(state_dir: Path) -> dict[int, list[str]]:
+    """hostchaos processes (agent, sentinel, warden) serving ``state_dir``, by pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if str(state_dir) in argv and any("hostchaos" in part for part in argv):
+            found[int(entry.name)] = argv
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_the_warden_is_a_thread_of_the_agent_and_its_sentinel_outlives_a_kill_9(
+        pair: NetnsPair, state_dir: Path, socket_path: Path, tmp_path: Path) -> None:
+    """One interpreter with pyroute2: the agent holds the faults itself; beside it only the
+    sentinel (a bare interpreter). kill -9 of the agent: the sentinel becomes a warden
+    process at once, which ends the fault at its original deadline."""
+    before = pair.tc_config()
+    agent = start_agent(state_dir, socket_path, log=tmp_path / "agent.log")
+    try:
+        status, view = call(socket_path, "POST", "/v1/faults", rate_body(pair, "4s"))
+        assert status == 201, view
+        assert view["holder_pid"] == agent.pid
+        (sentinel,) = [pid for pid, argv in processes_of(state_dir).items()
+                       if pid != agent.pid]
+        assert any(part.endswith("sentinel.py") for part in processes_of(state_dir)[sentinel])
+        assert rss_kib(sentinel) < 16 * 1024  # no pyroute2, no engine: a bare interpreter
+        agent.kill()
+        agent.wait()
+        wait_for(lambda: any("sentinel.py" not in " ".join(argv)
+                             for argv in processes_of(state_dir).values()), timeout=10)
+        assert "tbf" in pair.tc_config()  # still on: its deadline has not come
+        wait_for(lambda: open_records(state_dir) == [], timeout=20)
+    finally:
+        stop_agent(agent)
+    assert pair.tc_config() == before
+    (record,) = records(state_dir)
+    assert record["end_reason"] == "deadline reached"
+    assert abs(record["ended_at"] - record["expires_at"]) <= 1.0, record
+    assert record["holder"]["pid"] != agent.pid  # the sentinel's warden adopted it
+    wait_for(lambda: processes_of(state_dir) == {}, timeout=10)  # and exited when idle
+
+
+def test_a_warden_process_hands_its_faults_to_a_starting_agent(
+        pair: NetnsPair, state_dir: Path, socket_path: Path, tmp_path: Path) -> None:
+    before = pair.tc_config()
+    injected = json.loads(hostchaos("inject", "rate", "--netns", pair.a, "--iface",
+                                    pair.iface_a, "--rate", "2mbit", "--for", "5m", "--json",
+                                    state_dir=state_dir).stdout)
+    warden = injected["holder_pid"]
+    first = next(r for r in records(state_dir) if r["id"] == injected["id"])
+    with running_agent(state_dir, socket_path, log=tmp_path / "agent.log") as agent:
+        wait_for(lambda: not Path(f"/proc/{warden}").exists(), timeout=10)
+        wait_for(lambda: records(state_dir)[0]["holder"]["pid"] == agent.pid, timeout=10)
+        kept = records(state_dir)[0]
+        assert kept["state"] == "active"
+        assert kept["expires_boottime"] == first["expires_boottime"]
+        assert "handing the open faults to the agent" in (state_dir / "warden.log").read_text()
+    assert pair.tc_config() == before  # SIGTERM rolled it back
+    wait_for(lambda: processes_of(state_dir) == {}, timeout=10)  # the sentinel was dismissed
+    log = (state_dir / "warden.log").read_text()
+    assert log.count("warden of") == 1  # no warden process was started after the agent
+
+
 def test_start_up_sweeps_and_keeps_live_faults_with_their_deadlines(
         pair: NetnsPair, state_dir: Path, socket_path: Path) -> None:
     """Faults whose warden was killed: the agent's start rolls back the overdue one at once
@@ -200,7 +274,7 @@ def test_start_up_sweeps_and_keeps_live_faults_with_their_deadlines(
                             rate_body(pair, dst="10.8.8.8/32"))
         assert status == 201, live
     assert pair.tc_config() == before  # SIGTERM rolled both back
-    # a fault left by a killed agent: its warden (a process of its own) still guards it
+    # a fault left by a killed agent: its sentinel's warden guards it
     agent = start_agent(state_dir, socket_path)
     try:
         status, kept = call(socket_path, "POST", "/v1/faults", rate_body(pair))
@@ -208,7 +282,7 @@ def test_start_up_sweeps_and_keeps_live_faults_with_their_deadlines(
         agent.kill()
         agent.wait()
         time.sleep(0.2)
-        with running_agent(state_dir, socket_path):  # its warden lives: it stays
+        with running_agent(state_dir, socket_path):  # it was guarded: it stays
             status, again = call(socket_path, "GET", f"/v1/faults/{kept['id']}")
             assert status == 200 and again["state"] == "active"
             assert again["expires_at"] == kept["expires_at"]
@@ -361,7 +435,7 @@ def test_kill_9_of_the_agent_mid_apply_is_rolled_back_by_the_warden(
         note: int, pair: NetnsPair, state_dir: Path, socket_path: Path,
         tmp_path: Path) -> None:
     """The agent is parked right after undo note N (the crash hook), in the thread serving
-    the request, and killed: the warden (a process of its own) sees the fault's applier gone
+    the request, and killed: the sentinel's warden sees the fault's applier gone
     and rolls it back."""
     import threading
 

@@ -200,8 +200,9 @@ def test_systemctl_stop_rolls_everything_back(leader: int, scratch: Path) -> Non
 def test_the_timers_sweep_hands_an_orphan_to_a_warden_that_outlives_the_sweep(
         leader: int, scratch: Path) -> None:
     """hostchaos-sweep.service (what the minute timer starts) meeting a fault whose warden
-    is gone, as during an agent restart: the fault is not cut short, and the warden the
-    oneshot started survives it and ends the fault at its own deadline."""
+    is gone: the agent's whole unit was killed (agent, its warden thread and its sentinel)
+    and not restarted. The fault is not cut short, and the warden the oneshot started
+    survives it and ends the fault at its own deadline."""
     assert inside(leader, "systemctl", "start", "hostchaos.service").returncode == 0
     running(leader)
     assert inside(leader, "systemctl", "start", VICTIM).returncode == 0
@@ -209,7 +210,10 @@ def test_the_timers_sweep_hands_an_orphan_to_a_warden_that_outlives_the_sweep(
     limits = open_files_limit(leader, main)
     fault = injected(leader, "nofile", "--unit", VICTIM, "--soft", "48", "--for", "12s")
     killed = str(record(scratch, fault["id"])["holder"]["pid"])
-    assert inside(leader, "kill", "-KILL", killed).returncode == 0
+    assert killed == show(leader, "hostchaos.service", "MainPID")  # the agent holds it
+    assert inside(leader, "systemctl", "kill", "-s", "KILL", "hostchaos.service").returncode == 0
+    assert inside(leader, "systemctl", "stop", "hostchaos.service", "hostchaos.socket"
+                  ).returncode == 0  # no restart
     wait_for(lambda: inside(leader, "test", "-d", f"/proc/{killed}").returncode != 0, 10)
     swept = inside(leader, "systemctl", "start", "hostchaos-sweep.service")
     assert swept.returncode == 0, swept.stderr
