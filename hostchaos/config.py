@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +51,8 @@ class Config:
         state_dir = Path(os.environ.get("HOSTCHAOS_STATE_DIR", str(DEFAULT_STATE_DIR)))
         values: dict[str, object] = {}
         if path.is_file():
+            import tomllib  # only when there is a file: the thin client starts without it
+
             try:
                 values = tomllib.loads(path.read_text())
             except (OSError, tomllib.TOMLDecodeError) as exc:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import re
-from fractions import Fraction
 
 from hostchaos.errors import SpecError
 
@@ -130,6 +129,8 @@ def parse_rate(text: str, *, what: str = "--rate", minimum: int = 8000,
     found = _RATE.fullmatch(raw)
     if found is None:
         raise SpecError(f"{what} {raw[:40]!r} is not a rate (e.g. 1mbit, 500kbit, 10mbps)")
+    from fractions import Fraction  # exact, e.g. 1.1mbit; imported only when asked
+
     bits = int(Fraction(found.group(1)) * _RATE_UNITS[(found.group(2) or "bit").lower()])
     if not minimum <= bits <= maximum:
         span = limits or f"{format_rate(minimum)} to {format_rate(maximum)}"

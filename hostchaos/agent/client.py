@@ -5,11 +5,17 @@ neither pyroute2 nor psutil nor the agent's server libraries, so the
 thin-client path starts as fast as ``--help``. Errors come back as the
 hostchaos error class the agent raised (same message, same exit code), so the
 CLI prints and exits exactly as if it had run the engine itself.
+
+It speaks the little HTTP/1.1 it needs itself (one request per connection,
+``Connection: close``, the answer read to end of file) rather than through
+``http.client``: that module pulls in ``email`` and ``ssl`` and cost the thin
+client about 15 ms of its start, h11 (the agent's own parser) about as much.
+The answer's framing is still checked: a status line, headers, and exactly
+``Content-Length`` bytes of body (or a chunked body), else AgentUnavailable.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -24,24 +30,82 @@ from hostchaos.errors import HostchaosError
 PROBE_TIMEOUT = 2.0
 #: a request may wait for the state lock (lock_timeout) and a slow kernel
 REQUEST_TIMEOUT = 300.0
+#: no answer of the agent's is near this; a longer one is not the agent speaking
+MAX_ANSWER_BYTES = 64 << 20
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP/1.1 over an AF_UNIX stream socket."""
+class ProtocolError(Exception):
+    """The bytes that came back are not an HTTP/1.1 answer."""
 
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(self.timeout)
+def exchange(path: Path, timeout: float, method: str, url: str,
+             body: bytes | None = None) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a new connection to the unix socket ``path``: (status, body).
+
+    OSError when the socket cannot be reached or the connection breaks,
+    ProtocolError when the answer is not HTTP.
+    """
+    head = [f"{method} {url} HTTP/1.1", "Host: localhost", "Accept: application/json",
+            "Connection: close", f"Content-Length: {len(body or b'')}"]
+    if body is not None:
+        head.append("Content-Type: application/json")
+    request = ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + (body or b"")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(request)
+        chunks: list[bytes] = []
+        size = 0
+        while data := sock.recv(65536):
+            chunks.append(data)
+            size += len(data)
+            if size > MAX_ANSWER_BYTES:
+                raise ProtocolError(f"an answer of over {MAX_ANSWER_BYTES} bytes")
+    finally:
+        sock.close()
+    return parse_answer(b"".join(chunks))
+
+
+def parse_answer(raw: bytes) -> tuple[int, bytes]:
+    """(status, body) of one whole HTTP/1.1 answer; ProtocolError if it is not one."""
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise ProtocolError("the answer ended inside its headers" if raw else "no answer")
+    status_line, *header_lines = head.split(b"\r\n")
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise ProtocolError(f"not an HTTP status line: {status_line[:80]!r}")
+    headers: dict[bytes, bytes] = {}
+    for line in header_lines:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise ProtocolError(f"not an HTTP header: {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        return int(parts[1]), _unchunk(rest)
+    length = headers.get(b"content-length")
+    if length is None:
+        return int(parts[1]), rest  # delimited by the end of the connection
+    if not length.isdigit() or len(rest) < int(length):
+        raise ProtocolError(f"the body ended after {len(rest)} of {length!r} bytes")
+    return int(parts[1]), rest[:int(length)]
+
+
+def _unchunk(data: bytes) -> bytes:
+    out: list[bytes] = []
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
         try:
-            sock.connect(str(self.socket_path))
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+            size = int(size_line.split(b";", 1)[0], 16)
+        except ValueError:
+            raise ProtocolError(f"not a chunk size: {size_line[:40]!r}") from None
+        if not sep or len(data) < size + 2:
+            raise ProtocolError("the chunked body ended early")
+        if size == 0:
+            return b"".join(out)
+        out.append(data[:size])
+        data = data[size + 2:]
 
 
 class AgentUnavailable(HostchaosError, label="agent-unavailable"):
@@ -95,27 +159,18 @@ class AgentClient:
 
     def request(self, method: str, url: str, body: Any = None) -> tuple[int, Any]:
         """(status, decoded JSON); AgentUnavailable when nothing answers."""
-        conn = UnixHTTPConnection(self.path, self.timeout)
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+        data = None if body is None else json.dumps(body).encode()
         try:
-            conn.request(method, url, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
+            status, raw = exchange(self.path, self.timeout, method, url, data)
+        except (OSError, ProtocolError) as exc:
             raise AgentUnavailable(
                 f"the agent on {self.path} stopped answering ({type(exc).__name__}: {exc}); "
                 "whatever it did is in `hostchaos list`, and every fault keeps its deadline"
             ) from exc
-        finally:
-            conn.close()
         try:
-            return response.status, json.loads(raw) if raw else None
+            return status, json.loads(raw) if raw else None
         except ValueError as exc:
-            raise AgentUnavailable(f"the agent on {self.path} answered HTTP {response.status} "
+            raise AgentUnavailable(f"the agent on {self.path} answered HTTP {status} "
                                    "without JSON (overloaded?); retry") from exc
 
     def call(self, method: str, url: str, body: Any = None, ok: tuple[int, ...] = (200,)

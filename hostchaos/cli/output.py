@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hostchaos.quantities import format_duration
-from hostchaos.records import FaultRecord
+
+if TYPE_CHECKING:
+    from hostchaos.records import FaultRecord
 
 #: fields of a fault's view (hostchaos.agent.service) that --json leaves out: the text needs them
 EXTRA_KEYS = ("salvaged", "holder_alive", "drift", "seconds_left")

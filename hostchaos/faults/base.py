@@ -20,10 +20,12 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from hostchaos.errors import SpecError
-from hostchaos.journal import UndoLog
+
+if TYPE_CHECKING:
+    from hostchaos.journal import UndoLog
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

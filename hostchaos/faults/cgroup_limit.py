@@ -30,9 +30,9 @@ from hostchaos.faults.cgroup_target import (
     same_cgroup,
     still_the_one,
 )
-from hostchaos.journal import UndoLog
 
 if TYPE_CHECKING:
+    from hostchaos.journal import UndoLog
     from hostchaos.system.cgroups import CgroupRef, Cgroups, Hierarchy
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostchaos.errors import (
     ApplyError,
@@ -17,8 +17,10 @@ from hostchaos.errors import (
 from hostchaos.faults.base import Fault, Peer, Spec, require
 from hostchaos.faults.cgroup_target import check_process, check_unit_and_container, need_root
 from hostchaos.faults.options import option
-from hostchaos.journal import UndoLog
 from hostchaos.quantities import format_duration, parse_signed_duration
+
+if TYPE_CHECKING:
+    from hostchaos.journal import UndoLog
 
 #: the largest offset accepted: a century either way (libfaketime's arithmetic is in seconds)
 MAX_OFFSET = 100 * 365 * 86400.0

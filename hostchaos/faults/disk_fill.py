@@ -6,7 +6,7 @@ import dataclasses
 import errno
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostchaos.errors import (
     ConflictError,
@@ -17,7 +17,6 @@ from hostchaos.errors import (
 )
 from hostchaos.faults.base import Fault, Spec, require
 from hostchaos.faults.options import option
-from hostchaos.journal import UndoLog
 from hostchaos.quantities import (
     check_percent,
     format_size,
@@ -25,6 +24,9 @@ from hostchaos.quantities import (
     parse_percent,
     parse_size,
 )
+
+if TYPE_CHECKING:
+    from hostchaos.journal import UndoLog
 
 #: what a fill leaves free (root's view) on the filesystem of hostchaos's own state
 #: directory, so its records can still be written while the disk is "full"

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from hostchaos.errors import ConflictError, PreconditionError, TargetNotFoundError
 from hostchaos.faults.base import Fault, Peer, require
 from hostchaos.faults.cgroup_target import CgroupTargetSpec, cgroup_named, need_root
-from hostchaos.journal import UndoLog
 
 if TYPE_CHECKING:
+    from hostchaos.journal import UndoLog
     from hostchaos.system.cgroups import CgroupRef, Cgroups
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostchaos.errors import SpecError, TargetNotFoundError
 from hostchaos.faults.base import Fault, require
 from hostchaos.faults.options import option
 from hostchaos.faults.process_targets import ProcessTargetSpec, choose, identities
-from hostchaos.journal import UndoLog
 from hostchaos.quantities import parse_duration
+
+if TYPE_CHECKING:
+    from hostchaos.journal import UndoLog
 
 
 def signal_number(name: str) -> int:

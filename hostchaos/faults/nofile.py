@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostchaos.errors import (
     ConflictError,
@@ -15,7 +15,9 @@ from hostchaos.errors import (
 from hostchaos.faults.base import Fault, Peer, Spec, require
 from hostchaos.faults.cgroup_target import check_process, check_unit_and_container, need_root
 from hostchaos.faults.options import option
-from hostchaos.journal import UndoLog
+
+if TYPE_CHECKING:
+    from hostchaos.journal import UndoLog
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

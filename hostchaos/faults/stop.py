@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostchaos.errors import RollbackError, TargetNotFoundError
 from hostchaos.faults.base import Fault, Peer
 from hostchaos.faults.process_targets import ProcessTargetSpec, choose, identities
-from hostchaos.journal import UndoLog
+
+if TYPE_CHECKING:
+    from hostchaos.journal import UndoLog
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

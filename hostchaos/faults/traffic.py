@@ -30,12 +30,12 @@ from hostchaos.faults.traffic_spec import (
     combine,
     parse_protect,
 )
-from hostchaos.journal import UndoLog
 
 S = TypeVar("S", bound=NetworkSpec)
 
 if TYPE_CHECKING:
     from hostchaos.faults.network_namespace import Prelude
+    from hostchaos.journal import UndoLog
     from hostchaos.system.namespaces import NetnsIdentity
     from hostchaos.system.netlink import FilterSet
     from hostchaos.system.tc_namespace import Namespace

@@ -22,15 +22,32 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 
+def unix_connection(path: Path, timeout: float) -> Any:
+    """An http.client connection over an AF_UNIX stream socket (the tests' own client,
+    independent of the CLI's)."""
+    import http.client
+
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(str(path))
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+
+    return UnixHTTPConnection("localhost", timeout=timeout)
+
+
 def raw_request(socket_path: Path, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None, timeout: float = 30.0
                 ) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 request over the unix socket: (status, headers, body)."""
     import http.client
 
-    from hostchaos.agent.client import UnixHTTPConnection
-
-    conn = UnixHTTPConnection(socket_path, timeout)
+    conn = unix_connection(socket_path, timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
