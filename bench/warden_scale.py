@@ -17,10 +17,10 @@ on-demand warden the CLI uses (a detached ``python -m hostchaos.warden``):
 instead (one veth pair each, made by bench/many_netns.py and removed after);
 the check is then that each namespace's root qdisc is back to ``noqueue``.
 ``--via agent`` injects and extends through a real ``hostchaos agent`` (a
-process of its own, on a temporary socket and state directory, with the
-on-demand warden beside it) instead of ``Engine`` in this process; the RSS
-reported is then warden + agent, the sum of both processes' VmRSS sampled
-together.
+process of its own, on a temporary socket and state directory; its warden is
+a thread of it, with its sentinel process beside it) instead of ``Engine`` in
+this process; the RSS reported is then agent + sentinel (+ a warden process,
+if one ran), the sum of the processes' VmRSS sampled together.
 
 Needs root::
 
@@ -153,13 +153,24 @@ class Injector:
         assert status == 200, (status, data)
 
     def processes(self) -> dict[str, int]:
-        """hostchaos's own processes: the warden, and the agent if one runs."""
+        """hostchaos's own processes: the warden, and the agent and its sentinel if one runs
+        (the agent's warden is a thread of the agent: then no warden process is listed)."""
         found = {}
         warden = holder(self.state_dir)
-        if warden is not None and warden.pid > 0:
-            found["warden"] = warden.pid
         if self.agent is not None and self.agent.poll() is None:
             found["agent"] = self.agent.pid
+        if warden is not None and warden.pid > 0 and warden.pid not in found.values():
+            found["warden"] = warden.pid
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(self.state_dir).encode() in argv and any(
+                    part.endswith(b"sentinel.py") for part in argv):
+                found["sentinel"] = int(entry.name)
         return found
 
     def rss_kib(self) -> dict[str, int]:

@@ -25,12 +25,14 @@ import os
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from hostchaos.errors import JournalError
 from hostchaos.journal import Journal
 from hostchaos.records import FaultRecord
-from hostchaos.system.inotify import Inotify
+
+if TYPE_CHECKING:
+    from hostchaos.system.inotify import Inotify
 
 #: open records from which a watch replaces the listing
 WATCH_FROM = 64
@@ -131,6 +133,8 @@ class OpenRecordCache(Generic[T]):
         return key, record.created_at, self.derive(record)
 
     def _start_watch(self) -> None:
+        from hostchaos.system.inotify import Inotify  # ctypes: only once a journal is big
+
         try:
             watch = Inotify(Path(self.journal.faults_dir), Path(self.journal.ended_dir))
         except OSError:  # no inotify instance left, or no ended directory yet: list instead

@@ -53,12 +53,12 @@ from typing import TYPE_CHECKING
 from hostchaos.deadlines import next_due, why_end
 from hostchaos.errors import ApplyError, ConflictError, HostchaosError
 from hostchaos.records import ACTIVE, ROLLBACK_FAILED, FaultRecord, boottime
-from hostchaos.system.inotify import Inotify
 from hostchaos.system.procs import ProcessRef, boot_id
 
 if TYPE_CHECKING:
     from hostchaos.engine import Engine
     from hostchaos.faults.base import Fault
+    from hostchaos.system.inotify import Inotify
 
 #: the full rescan of the faults directory, a safety net beside inotify
 RESCAN_SECONDS = 3.0
@@ -305,6 +305,8 @@ class Warden:
     def _watch(self) -> None:
         if self._inotify is not None:
             return
+        from hostchaos.system.inotify import Inotify
+
         try:
             self._inotify = Inotify(self.journal.faults_dir)
         except OSError:

@@ -262,6 +262,10 @@ class Agent:
             check_socket_path(self.config.socket_path, self.config.socket_group)
         if self.config.tcp:
             tcp_address(self.config.tcp)
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-Z in the agent's terminal must not stop its warden thread with it
+            for sig in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+                signal.signal(sig, signal.SIG_IGN)
         self.hold_agent_lock()
         self.sweep()
         self._start_deadline_enforcement()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import click
@@ -42,6 +41,8 @@ def exec_command(clock_ready: bool, monotonic: bool, command: tuple[str, ...]) -
     if not clock_ready:
         raise SpecError("nothing to prepare: pass --clock-ready")
     program = command[0]
+    import shutil
+
     path = program if "/" in program else shutil.which(program)
     if path is None or not os.path.isfile(path):
         raise TargetNotFoundError(f"command {program!r} not found (PATH={os.environ.get('PATH')})")

@@ -223,6 +223,24 @@ def test_the_warden_is_a_thread_of_the_agent_and_its_sentinel_outlives_a_kill_9(
     wait_for(lambda: processes_of(state_dir) == {}, timeout=10)  # and exited when idle
 
 
+def test_ctrl_z_does_not_stop_the_agent_and_its_warden_thread(
+        pair: NetnsPair, state_dir: Path, socket_path: Path, tmp_path: Path) -> None:
+    before = pair.tc_config()
+    with running_agent(state_dir, socket_path, log=tmp_path / "agent.log") as agent:
+        status, view = call(socket_path, "POST", "/v1/faults", rate_body(pair, "2s"))
+        assert status == 201, view
+        for sig in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            os.kill(agent.pid, sig)
+        time.sleep(0.3)
+        state = Path(f"/proc/{agent.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert state != "T"
+        wait_for(lambda: open_records(state_dir) == [], timeout=10)
+        (record,) = records(state_dir)
+        assert abs(record["ended_at"] - record["expires_at"]) <= 1.0, record
+        assert record["holder"]["pid"] == agent.pid
+    assert pair.tc_config() == before
+
+
 def test_a_warden_process_hands_its_faults_to_a_starting_agent(
         pair: NetnsPair, state_dir: Path, socket_path: Path, tmp_path: Path) -> None:
     before = pair.tc_config()
