@@ -23,6 +23,8 @@ translates its errors unchanged.
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -110,6 +112,12 @@ class Outcome:
 #: class's rate tables in Python (~1 ms); the same request is the same bytes every time.
 _ENCODED: dict[str, bytes] = {}
 _ENCODED_MAX = 1024
+
+
+_SIOCGIFINDEX, _SIOCGIFMTU = 0x8933, 0x8921
+_IFNAMSIZ = 16
+#: struct ifreq: the name, then a union whose first member (ifr_ifindex, ifr_mtu) is an int
+_IFREQ = struct.Struct("16si20x")
 
 
 class Rtnl:
@@ -292,6 +300,28 @@ class Rtnl:
 
     def get_links(self, index: int) -> list[Any]:
         return self.get_link(index=index)
+
+    def interface(self, name: str) -> tuple[int, int] | None:
+        """(index, MTU) of the interface ``name`` in this socket's namespace; None if none.
+
+        Two ioctls (SIOCGIFINDEX, SIOCGIFMTU) on the netlink socket itself, a few
+        microseconds: the kernel answers SIOCGIF* on any socket, in the socket's own
+        network namespace. A full link dump decoded by pyroute2 costs ~0.4 ms, and a
+        fault asked it three times.
+        """
+        raw = os.fsencode(name)
+        if not raw or len(raw) >= _IFNAMSIZ or b"\0" in raw:
+            return None
+        request = _IFREQ.pack(raw, 0)
+        try:
+            index = _IFREQ.unpack(fcntl.ioctl(self._sock.fileno(), _SIOCGIFINDEX, request))[1]
+            mtu = _IFREQ.unpack(fcntl.ioctl(self._sock.fileno(), _SIOCGIFMTU, request))[1]
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENXIO):
+                return None
+            raise NetlinkError(exc.errno or errno.EIO, f"interface {name}: {exc.strerror}"
+                               ) from exc
+        return int(index), int(mtu)
 
     def link_lookup(self, ifname: str) -> list[int]:
         try:

@@ -46,20 +46,16 @@ class Namespace(_Boundary):
         self.label = f"network namespace {where}"
 
     def index_of(self, iface: str) -> int | None:
-        found = self._ipr.link_lookup(ifname=iface)
-        return int(found[0]) if found else None
+        found = self._ipr.interface(iface)
+        return found[0] if found else None
 
     def tree(self, iface: str) -> TrafficTree:
-        try:
-            links = self._ipr.get_link(ifname=iface)
-        except NetlinkError:
-            links = []
-        if not links:
+        found = self._ipr.interface(iface)
+        if found is None:
             raise TargetNotFoundError(f"interface {iface} not found (network namespace: "
                                       f"{self.where})")
-        mtu = links[0].get_attr("IFLA_MTU")
-        return TrafficTree(self._ipr, int(links[0]["index"]), iface, self.where, self.path,
-                           mtu=int(mtu) if mtu else None)
+        index, mtu = found
+        return TrafficTree(self._ipr, index, iface, self.where, self.path, mtu=mtu or None)
 
     # -- ingress through an IFB device -------------------------------------
     @staticmethod

@@ -120,3 +120,23 @@ def test_kill_9_between_the_note_and_the_batch(note: int, pair: NetnsPair, state
     assert record["end_reason"] == "the injecting process died during apply"
     assert pair.tc_config() == before
     assert mounts_under(state_dir) == set()
+
+
+def test_an_interface_is_found_by_ioctl_in_the_sockets_own_namespace(pair: NetnsPair) -> None:
+    """Rtnl.interface (SIOCGIFINDEX/SIOCGIFMTU on the netlink socket) answers for the
+    namespace the socket lives in, as `ip link` inside it does."""
+    import json as _json
+
+    from hostchaos.system.tc_namespace import netns_path, open_namespace
+
+    subprocess.run(["ip", "-n", pair.a, "link", "set", pair.iface_a, "mtu", "1400"], check=True)
+    shown = _json.loads(subprocess.run(["ip", "-n", pair.a, "-j", "link", "show"],
+                                       capture_output=True, text=True, check=True).stdout)
+    expected = {link["ifname"]: (link["ifindex"], link["mtu"]) for link in shown}
+    with open_namespace(netns_path(pair.a), pair.a) as ns:
+        for name, (index, mtu) in expected.items():
+            assert ns._ipr.interface(name) == (index, mtu), name
+        assert ns._ipr.interface(pair.iface_b) is None  # the peer lives in the other one
+        assert ns._ipr.interface("x" * 20) is None and ns._ipr.interface("") is None
+        assert ns.tree(pair.iface_a).index == expected[pair.iface_a][0]
+        assert ns.tree(pair.iface_a).mtu() == 1400
