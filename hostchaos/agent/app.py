@@ -236,7 +236,19 @@ def create_app(service: FaultService, *, metrics: Any = None) -> Starlette:
                               f"{request.url.path} (see /v1/openapi.json)", exit_code=4)
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        return error_response(405, "method-not-allowed", f"{request.method} is not allowed on "
-                              f"{request.url.path} (see /v1/openapi.json)", exit_code=2)
+        from starlette.routing import Match
+
+        # RFC 9110: a 405 names what the path allows. One path may have several routes, and
+        # ".../ID/extend" also fits "{fault_id:path}": the most literal template is the one
+        # the document describes for it
+        matched = [route for route in routes if route.matches(request.scope)[0] == Match.PARTIAL]
+        longest = max((len(route.path) for route in matched), default=0)
+        allowed = sorted({method for route in matched if len(route.path) == longest
+                          for method in route.methods or ()})
+        response = error_response(405, "method-not-allowed", f"{request.method} is not "
+                                  f"allowed on {request.url.path} (see /v1/openapi.json)",
+                                  exit_code=2)
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})

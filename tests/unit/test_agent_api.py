@@ -245,6 +245,11 @@ def test_unknown_routes_and_methods(api: Served) -> None:
     assert status == 404 and "no such endpoint" in body["error"]["message"]
     status, body = api.call("PUT", "/v1/faults")
     assert status == 405 and body["error"]["type"] == "method-not-allowed"
+    for path, allowed in (("/v1/faults", "GET, HEAD, POST"),  # RFC 9110: Allow names them
+                          ("/v1/faults/hc-x-1/extend", "POST"),
+                          ("/v1/faults/hc-x-1", "DELETE, GET, HEAD")):
+        status, headers, _ = raw_request(api.socket_path, "PATCH", path)
+        assert status == 405 and headers["allow"] == allowed, (path, headers)
 
 
 def test_health_and_the_served_openapi_document_is_the_committed_one(api: Served) -> None:
