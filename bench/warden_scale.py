@@ -218,7 +218,8 @@ def main() -> int:
                 inject_ms.append((time.perf_counter() - t0) * 1000)
             apply_all = time.monotonic() - started
             procs = injector.processes()
-            assert "warden" in procs, "no warden"
+            guard = holder(state_dir)
+            assert guard is not None and guard.pid > 0, "no warden"
             rss_all_open = injector.rss_kib()
             step = max(len(items) // 20, 1)
             sample = items[::step]
@@ -230,7 +231,7 @@ def main() -> int:
                                 - (time.monotonic() - t0))
             extend_all = time.monotonic() - t0
 
-            warden_pid = procs["warden"]
+            warden_pid = guard.pid  # with --via agent: the agent, whose thread it is
             warden_cpu_before = cpu_s(warden_pid)
             warden_cpu = 0.0
             peak = dict(rss_all_open)
@@ -242,10 +243,9 @@ def main() -> int:
                 now_rss = injector.rss_kib()
                 for name, kib in now_rss.items():
                     peak[name] = max(peak.get(name, 0), kib)
-                if "warden" in now_rss:
-                    peak_sum = max(peak_sum, sum(now_rss.values()))
-                    if sum(now_rss.values()) >= peak_sum:
-                        pss_at_peak = injector.pss_kib()
+                if sum(now_rss.values()) >= peak_sum:
+                    peak_sum = sum(now_rss.values())
+                    pss_at_peak = injector.pss_kib()
                 warden_cpu = max(warden_cpu, cpu_s(warden_pid) - warden_cpu_before)
                 if not engine.journal.has_open_records():
                     break
@@ -264,7 +264,7 @@ def main() -> int:
             reasons: dict[str, int] = {}
             for r in records:
                 reasons[str(r.end_reason)] = reasons.get(str(r.end_reason), 0) + 1
-            batches = warden_batches(state_dir)
+            batches = warden_batches(state_dir, base / "agent.log")
             result = {
                 "faults": args.faults,
                 "kind": args.kind,
@@ -285,7 +285,8 @@ def main() -> int:
                 "rss_mb_peak_sum": round(peak_sum * 1024 / 1e6, 1),
                 "pss_mib_at_peak": {k: round(v / 1024, 1) for k, v in pss_at_peak.items()},
                 "pss_mib_sum_at_peak": round(sum(pss_at_peak.values()) / 1024, 1),
-                "warden_rss_mib_peak": round(peak.get("warden", 0) / 1024, 1),
+                "warden_rss_mib_peak": round(peak.get("warden", peak.get("agent", 0)) / 1024, 1),
+                "warden_is_a_thread_of_the_agent": guard.pid == procs.get("agent"),
                 "lateness_ms_p50": round(pct(late, 0.5) * 1000, 1),
                 "lateness_ms_p99": round(pct(late, 0.99) * 1000, 1),
                 "lateness_ms_max": round(max(late) * 1000, 1),
@@ -319,11 +320,13 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def warden_batches(state_dir: Path) -> dict[str, object]:
-    """The warden's batches, from the line it logs for each of more than one fault."""
+def warden_batches(state_dir: Path, agent_log: Path) -> dict[str, object]:
+    """The warden's batches, from the line it logs for each of more than one fault (in
+    warden.log, or in the agent's log when it is the agent's thread)."""
     sizes, millis = [], []
-    log = state_dir / "warden.log"
-    for line in log.read_text().splitlines() if log.exists() else []:
+    lines = [line for log in (state_dir / "warden.log", agent_log) if log.exists()
+             for line in log.read_text().splitlines()]
+    for line in lines:
         words = line.split()
         if "one batch of" in line:
             sizes.append(int(words[words.index("of") + 1]))
