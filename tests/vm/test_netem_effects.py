@@ -25,7 +25,10 @@ def test_latency_100ms_measured_and_rolled_back_exactly(pair: NetnsPair, state_d
     fault_id = inject(pair, state_dir, "latency", "--ms", "100", "--for", "2m")
     hit = pair.ping(count=20, interval=0.05)
     assert hit.received == 20
-    assert hit.rtt_avg_ms is not None and 95.0 <= hit.rtt_avg_ms <= 105.0, hit
+    # netem's delay is a floor: the fastest round trip shows it exactly; the mean also
+    # carries the emulated VM's scheduling on a busy host (seen at 105.2 ms)
+    assert hit.rtt_min_ms is not None and 99.0 <= hit.rtt_min_ms <= 105.0, hit
+    assert hit.rtt_avg_ms is not None and hit.rtt_avg_ms <= 115.0, hit
 
     status = hostchaos("status", fault_id, "--json", state_dir=state_dir)
     observed = json.loads(status.stdout)["observed"]

@@ -107,12 +107,19 @@ def test_partition_selects_only_its_traffic(family: int, pair: NetnsPair,
     assert udp_probe(pair.b, pair.a, cut, count=300).loss_percent == 0
 
 
+def latency_shown(rtt_min: float | None, rtt_avg: float | None, ms: float = 100) -> bool:
+    """A --ms 100 delay as ping sees it: netem's delay is a floor, so the fastest round trip
+    shows it exactly; the mean also carries the emulated VM's scheduling on a busy host."""
+    return (rtt_min is not None and rtt_avg is not None
+            and ms - 1 <= rtt_min <= ms + 5 and rtt_avg <= ms + 15)
+
+
 def test_ingress_latency_raises_rtt_and_ifb_goes_away(pair: NetnsPair, state_dir: Path) -> None:
     before_links, before = links(pair.a), pair.tc_config()
     fault_id = inject(pair, state_dir, "latency", "--ms", "100", "--direction", "ingress")
     assert "hcifb" in links(pair.a)
-    rtt = pair.ping(count=10, interval=0.05).rtt_avg_ms
-    assert rtt is not None and 95 <= rtt <= 105
+    hit = pair.ping(count=10, interval=0.05)
+    assert latency_shown(hit.rtt_min_ms, hit.rtt_avg_ms), hit
     rollback(fault_id, state_dir)
     assert links(pair.a) == before_links and pair.tc_config() == before
     rtt = pair.ping(count=5, interval=0.05).rtt_avg_ms
@@ -124,19 +131,19 @@ def test_latency_to_a_and_partition_of_b_compose(pair: NetnsPair, state_dir: Pat
     slow = inject(pair, state_dir, "latency", "--ms", "100", "--dst", pair.addr_b)
     cut = inject(pair, state_dir, "partition", "--dst", SECOND_B, "--direction", "both")
 
-    def rtt_to(address: str) -> float | None:
+    def rtt_to(address: str) -> tuple[float | None, float | None]:
         out = subprocess.run(["ip", "netns", "exec", pair.a, "ping", "-q", "-n", "-c", "5",
                               "-i", "0.05", "-W", "1", address], capture_output=True,
                              text=True).stdout
         from hostchaos.sandbox import parse_ping
 
-        return parse_ping(out).rtt_avg_ms
+        result = parse_ping(out)
+        return result.rtt_min_ms, result.rtt_avg_ms
 
-    latency_a = rtt_to(pair.addr_b)
-    assert latency_a is not None and 95 <= latency_a <= 105
-    assert rtt_to(SECOND_B) is None  # nothing comes back
+    assert latency_shown(*rtt_to(pair.addr_b))
+    assert rtt_to(SECOND_B) == (None, None)  # nothing comes back
     rollback(slow, state_dir)
-    latency_a = rtt_to(pair.addr_b)
+    _, latency_a = rtt_to(pair.addr_b)
     assert latency_a is not None and latency_a < 5
     assert rtt_to(SECOND_B) is None  # the partition is still in force
     slow = inject(pair, state_dir, "latency", "--ms", "100", "--dst", pair.addr_b)
