@@ -16,8 +16,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 TIMING_HELP = """\b
 Every fault ends: at --for (default 60s, capped by max_duration in
 /etc/hostchaos/config.toml, default 1h), or earlier when a --lease is not
-renewed with `hostchaos extend ID`. The warden (one detached process
-for all faults) enforces this even if this command is killed."""
+renewed with `hostchaos extend ID`. The warden (one for all faults: a
+detached process, or a thread of the agent with a sentinel beside it)
+enforces this even if this command is killed."""
 
 
 class InjectGroup(click.Group):
