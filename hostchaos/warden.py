@@ -43,6 +43,7 @@ import heapq
 import itertools
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -79,7 +80,7 @@ START_TIMEOUT = 60.0
 
 #: what the agent sends a warden process (``python -m hostchaos.warden``) to take its faults
 #: over: it finishes what it is doing, lets go of the lock and exits
-HAND_OVER_SIGNAL = 10  # SIGUSR1
+HAND_OVER_SIGNAL = signal.SIGUSR1
 
 LOCK_NAME = "warden.lock"
 LOG_NAME = "warden.log"
@@ -695,7 +696,6 @@ def main(argv: list[str]) -> int:
     """``python -m hostchaos.warden --state-dir DIR [--ready-fd N]``: the on-demand warden."""
     import argparse
     import dataclasses
-    import signal
 
     from hostchaos.config import Config
     from hostchaos.engine import Engine

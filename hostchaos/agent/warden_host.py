@@ -92,9 +92,6 @@ class HostedWarden:
         self._thread = threading.Thread(target=self._run, name="warden", daemon=True)
         self._thread.start()
 
-    def wake(self) -> None:
-        self.warden.wake()
-
     def stop(self, *, nothing_open: bool, timeout: float = 30.0) -> None:
         self._stop.set()
         self.warden.wake()
@@ -108,10 +105,6 @@ class HostedWarden:
                     os.write(self._sentinel_fd, DONE)
             os.close(self._sentinel_fd)  # with faults open, the sentinel's warden takes them
             self._sentinel_fd = None
-
-    @property
-    def holding(self) -> bool:
-        return self._holding.is_set()
 
     # -- the thread ---------------------------------------------------------------------------
     def _run(self) -> None:
