@@ -291,6 +291,10 @@ def main() -> int:
                 "lateness_ms_p99": round(pct(late, 0.99) * 1000, 1),
                 "lateness_ms_max": round(max(late) * 1000, 1),
                 "lateness_ms_min": round(min(late) * 1000, 1),
+                "lateness_ms_first_n20": [round(x * 1000, 1) for x in late[:20]],
+                "lateness_ms_worst10_by_index": sorted(
+                    ((i, round(x * 1000, 1)) for i, x in enumerate(late)),
+                    key=lambda item: -item[1])[:10],
                 "lateness_ms_max_by_tenth_of_deadlines": by_tenth,
                 "load_average_1m_before": load_before,
                 "rolled_back": len(late),

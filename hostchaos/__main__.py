@@ -1,3 +1,3 @@
-from hostchaos.cli import main
+from hostchaos.fastpath import main
 
 main()

@@ -87,8 +87,8 @@ class _Terminated(Exception):
 def run_inject(kind: str, options: dict[str, Any], duration: float | None,
                lease: float | None, wait: bool, dry_run: bool, as_json: bool) -> None:
     from hostchaos.cli.backend import get_backend
-    from hostchaos.cli.output import clock_time, emit_json, printable, timestamp
-    from hostchaos.quantities import format_duration
+    from hostchaos.cli.output import emit_json
+    from hostchaos.rendering import injected_lines, plan_line, printable
 
     backend = get_backend()
     if dry_run:
@@ -96,18 +96,15 @@ def run_inject(kind: str, options: dict[str, Any], duration: float | None,
         if as_json:
             emit_json(plan)
         else:
-            click.echo(f"would {plan['plan']} for {format_duration(plan['duration'])}"
-                       + (f" (lease {format_duration(lease)})" if lease else "")
-                       + "; nothing was changed")
+            click.echo(plan_line(plan, lease))
         return
     view = backend.inject(kind, options, duration, lease)
     if as_json:
         emit_json(printable(view))
     else:
-        click.echo(view["id"])
-        click.echo(f"{view['kind']}: {view['summary']}, "
-                   f"until {clock_time(timestamp(view['expires_at']))}; "
-                   f"roll back with: hostchaos rollback {view['id']}", err=True)
+        out, err = injected_lines(view)
+        click.echo(out)
+        click.echo(err, err=True)
     if wait:
         _wait_and_rollback(backend, view["id"])
 

@@ -82,16 +82,14 @@ def status(fault_id: str, as_json: bool) -> None:
 def extend(fault_id: str, duration: float | None, as_json: bool) -> None:
     """Renew a fault's lease, and with --for move its deadline."""
     from hostchaos.cli.backend import get_backend
-    from hostchaos.cli.output import clock_time, emit_json, printable, timestamp
+    from hostchaos.cli.output import emit_json
+    from hostchaos.rendering import extended_line, printable
 
     view = get_backend().extend(fault_id, duration)
     if as_json:
         emit_json(printable(view))
         return
-    line = f"{view['id']} until {clock_time(timestamp(view['expires_at']))}"
-    if view["lease_expires_at"]:
-        line += f", lease renewed until {clock_time(timestamp(view['lease_expires_at']))}"
-    click.echo(line)
+    click.echo(extended_line(view))
 
 
 @click.command()
@@ -127,9 +125,10 @@ def rollback(fault_id: str | None, everything: bool, as_json: bool) -> None:
 
 
 def _echo_ended(view: dict[str, Any]) -> None:
-    click.echo(f"{view['id']} {view['state']}")
-    for remark in view["remarks"]:
-        click.echo(f"  remark: {remark}")
+    from hostchaos.rendering import ended_lines
+
+    for line in ended_lines(view):
+        click.echo(line)
 
 
 @click.command()

@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from hostchaos.quantities import format_duration
+from hostchaos.rendering import EXTRA_KEYS as EXTRA_KEYS
+from hostchaos.rendering import clock_time as clock_time
+from hostchaos.rendering import json_text
+from hostchaos.rendering import printable as printable
+from hostchaos.rendering import timestamp as timestamp
 
 if TYPE_CHECKING:
     from hostchaos.records import FaultRecord
 
-#: fields of a fault's view (hostchaos.agent.service) that --json leaves out: the text needs them
-EXTRA_KEYS = ("salvaged", "holder_alive", "drift", "seconds_left")
-
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def clock_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts).astimezone().strftime("%H:%M:%S")
+    click.echo(json_text(data))
 
 
 def record_summary(record: FaultRecord) -> dict[str, Any]:
@@ -59,11 +56,6 @@ def _iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def timestamp(iso: str) -> float:
-    """The epoch seconds of a time as a view holds it (ISO 8601, UTC)."""
-    return dt.datetime.fromisoformat(iso).timestamp()
-
-
 def is_open(view: dict[str, Any]) -> bool:
     from hostchaos.records import OPEN_STATES
 
@@ -90,11 +82,6 @@ def remaining(view: dict[str, Any]) -> str:
     if left is None:
         left = timestamp(view["expires_at"]) - time.time()
     return format_duration(left) if left > 0 else "due"
-
-
-def printable(view: dict[str, Any]) -> dict[str, Any]:
-    """A view as --json prints it (without the fields only the text output uses)."""
-    return {k: v for k, v in view.items() if k not in EXTRA_KEYS}
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

@@ -1,0 +1,153 @@
+"""The fast path through the agent (hostchaos.fastpath) asks exactly what click would ask.
+
+Each command line is read twice: by the fast path, and by the click command
+with an agent backend. Both talk to the same recording client, and the
+requests they make must be equal, byte for byte in their JSON bodies. Command
+lines the fast path must leave to click (help, errors click words itself,
+options it does not read) are checked to raise ``Unhandled``. The CLI tests
+(test_cli.py and the kinds' CLI tests) then run the real program in agent
+mode, which takes this path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from hostchaos import fastpath
+from hostchaos.cli import cli
+from hostchaos.cli.backend import AgentBackend
+
+VALID = [
+    ["inject", "latency", "--iface", "lo", "--ms", "20", "--jitter", "5", "--dst", "10.0.0.1",
+     "--dst", "fd00::1", "--dport", "80", "--protocol", "tcp", "--direction", "egress",
+     "--for", "30s", "--lease", "10s"],
+    ["inject", "latency", "--iface=lo", "--ms=0.5", "--jitter=1", "--distribution", "pareto",
+     "--json"],
+    ["inject", "loss", "--iface", "lo", "--percent", "5", "--correlation", "25"],
+    ["inject", "loss", "--iface", "lo", "--ge", "1,10,100,0", "--no-protect-ssh"],
+    ["inject", "corrupt", "--iface", "lo", "--percent", "1.5", "--netns", "hc-test"],
+    ["inject", "duplicate", "--iface", "lo", "--percent", "2", "--protect", "10.9.0.0/16"],
+    ["inject", "reorder", "--iface", "lo", "--percent", "25", "--ms", "10", "--gap", "5"],
+    ["inject", "rate", "--iface", "lo", "--rate", "1mbit", "--burst", "32kb", "--for", "2m"],
+    ["inject", "partition", "--iface", "lo", "--host", "192.0.2.1", "--direction", "both",
+     "--dry-run"],
+    ["inject", "partition", "--iface", "lo", "--src", "192.0.2.0/24", "--dry-run", "--json"],
+    ["inject", "cpu", "--pid", "1", "--limit", "50%"],
+    ["inject", "memory", "--pid", "1", "--max", "256M", "--high", "200M"],
+    ["inject", "pids", "--unit", "nginx.service", "--max", "64"],
+    ["inject", "nofile", "--pid", "1", "--soft", "64", "--hard", "128"],
+    ["inject", "disk-fill", "--path", "/tmp", "--size", "1M"],
+    ["inject", "kill", "--name", "nginx", "--count", "1", "--interval", "5s"],
+    ["inject", "stop", "--pid", "1"],
+    ["inject", "freeze", "--cgroup", "/hc-test", "--for", "5s"],
+    ["inject", "clock", "--pid", "1", "--offset", "-5m"],
+    ["inject", "clock", "--pid", "1", "--offset=-90s", "--monotonic"],
+    ["extend", "hc-loss-0123abcd"],
+    ["extend", "hc-loss-0123abcd", "--for", "90s", "--json"],
+    ["rollback", "hc-loss-0123abcd"],
+    ["rollback", "hc-loss/../x?y", "--json"],
+    ["rollback", "--all"],
+    ["rollback", "--all", "--json"],
+]
+
+UNHANDLED = [
+    ["inject", "latency", "--help"],
+    ["inject", "latency", "-h"],
+    ["--json", "inject", "latency", "--iface", "lo", "--ms", "5"],
+    ["inject", "latency", "--iface", "lo"],  # click names the missing --ms
+    ["inject", "latency", "--iface", "lo", "--ms", "abc"],  # click: not a valid float
+    ["inject", "latency", "--iface", "lo", "--ms", "5", "--ms", "6"],
+    ["inject", "latency", "--iface", "lo", "--ms", "5", "--wait"],
+    ["inject", "latency", "--iface", "lo", "--ms", "5", "--for", "-1s"],
+    ["inject", "latency", "--iface", "lo", "--ms", "5", "--bogus"],
+    ["inject", "latency", "--iface", "lo", "--ms", "5", "extra"],
+    ["inject", "latency", "--iface", "lo", "--ms"],
+    ["inject", "latency", "--iface", "lo", "--ms", "5", "--direction", "sideways"],
+    ["inject", "latency", "--iface", "lo", "--ms", "5", "--force=yes"],
+    ["inject", "pids", "--pid", "1", "--max", "1.5"],  # click: not a valid integer
+    ["inject", "nosuchkind", "--iface", "lo"],
+    ["inject", "latency", "--", "--iface", "lo", "--ms", "5"],
+    ["extend"],
+    ["extend", "a", "b"],
+    ["extend", "a", "--json", "--json"],
+    ["rollback"],
+    ["rollback", "a", "--all"],
+    ["rollback", "a", "b"],
+    ["list"],
+    ["status", "hc-loss-0123abcd"],
+    ["sweep"],
+    ["inject"],
+]
+
+
+class _Asked(Exception):
+    pass
+
+
+class RecordingClient:
+    """An agent client that records the one request it is given and stops there."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, str, Any]] = []
+
+    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)
+             ) -> Any:
+        self.asked.append((method, path, json.dumps(body, sort_keys=True), tuple(ok)))
+        raise _Asked
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        self.asked.append((method, path, json.dumps(body, sort_keys=True), "request"))
+        raise _Asked
+
+
+def asked_by_click(argv: list[str], monkeypatch: pytest.MonkeyPatch, state_dir: Path
+                   ) -> list[tuple[str, str, str, Any]]:
+    client = RecordingClient()
+    monkeypatch.setattr("hostchaos.cli.backend.get_backend", lambda: AgentBackend(client))
+    result = CliRunner().invoke(cli, argv, env={"HOSTCHAOS_STATE_DIR": str(state_dir)})
+    # the group turns any exception into one line; this one stopped the command at the ask
+    assert "internal error: _Asked" in result.output, result.output
+    return client.asked
+
+
+def asked_by_fastpath(argv: list[str]) -> list[tuple[str, str, str, Any]]:
+    client = RecordingClient()
+    with pytest.raises(_Asked):
+        fastpath.parse(argv)(client)
+    return client.asked
+
+
+@pytest.mark.parametrize("argv", VALID, ids=[" ".join(a)[:60] for a in VALID])
+def test_the_fast_path_asks_the_agent_what_click_asks(
+        argv: list[str], monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> None:
+    fast = asked_by_fastpath(argv)
+    assert len(fast) == 1
+    assert fast == asked_by_click(argv, monkeypatch, state_dir)
+
+
+@pytest.mark.parametrize("argv", UNHANDLED, ids=[" ".join(a)[:60] for a in UNHANDLED])
+def test_what_the_fast_path_does_not_read_goes_to_click(argv: list[str]) -> None:
+    with pytest.raises(fastpath.Unhandled):
+        fastpath.parse(argv)
+
+
+def test_every_kind_is_sampled_and_the_table_is_current() -> None:
+    from hostchaos import faults
+
+    assert {argv[1] for argv in VALID if argv[0] == "inject"} == set(faults.KINDS)
+    committed = Path(fastpath.__file__).with_name("fastpath_options.py").read_text()
+    assert committed == fastpath.table_source(), (
+        "regenerate: python -m hostchaos.fastpath > hostchaos/fastpath_options.py")
+
+
+def test_without_an_agent_the_fast_path_declines(state_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSTCHAOS_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("HOSTCHAOS_SOCKET", str(tmp_path / "nobody.sock"))
+    assert fastpath.run(["rollback", "hc-loss-0123abcd"]) is None
+    assert not (state_dir / "audit.log").exists()
