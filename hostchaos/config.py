@@ -16,16 +16,15 @@ Example::
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostchaos import config_file
 from hostchaos.errors import SpecError
-from hostchaos.quantities import parse_duration
 
-DEFAULT_CONFIG_PATH = Path("/etc/hostchaos/config.toml")
-DEFAULT_STATE_DIR = Path("/var/lib/hostchaos")
-DEFAULT_SOCKET = Path("/run/hostchaos/hostchaos.sock")
+DEFAULT_CONFIG_PATH = Path(config_file.DEFAULT_CONFIG_PATH)
+DEFAULT_STATE_DIR = Path(config_file.DEFAULT_STATE_DIR)
+DEFAULT_SOCKET = Path(config_file.DEFAULT_SOCKET)
 
 
 @dataclass(frozen=True)
@@ -47,42 +46,18 @@ class Config:
 
     @classmethod
     def load(cls) -> Config:
-        path = Path(os.environ.get("HOSTCHAOS_CONFIG", str(DEFAULT_CONFIG_PATH)))
-        state_dir = Path(os.environ.get("HOSTCHAOS_STATE_DIR", str(DEFAULT_STATE_DIR)))
-        values: dict[str, object] = {}
-        if path.is_file():
-            import tomllib  # only when there is a file: the thin client starts without it
-
-            try:
-                values = tomllib.loads(path.read_text())
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise SpecError(f"config file {path} is unreadable: {exc}") from exc
-        default = _duration(values, "default_duration", cls.default_duration, path)
-        cap = _duration(values, "max_duration", cls.max_duration, path)
+        """The configuration in force: the file and the environment (hostchaos.config_file)."""
+        path = config_file.config_path()
+        values = config_file.read_values(path)
+        default = config_file.duration(values, "default_duration", cls.default_duration, path)
+        cap = config_file.duration(values, "max_duration", cls.max_duration, path)
         if default > cap:
             raise SpecError(f"config file {path}: default_duration is above max_duration")
-        lock_timeout = _duration(values, "lock_timeout", cls.lock_timeout, path)
-        socket_path = Path(os.environ.get("HOSTCHAOS_SOCKET") or
-                           _text(values, "socket", str(DEFAULT_SOCKET), path))
-        textfile = _text(values, "metrics_textfile", "", path)
+        lock_timeout = config_file.duration(values, "lock_timeout", cls.lock_timeout, path)
+        textfile = config_file.text(values, "metrics_textfile", "", path)
         return cls(default_duration=default, max_duration=cap, lock_timeout=lock_timeout,
-                   state_dir=state_dir, socket_path=socket_path,
-                   socket_group=_text(values, "group", "", path) or None,
-                   tcp=_text(values, "tcp", "", path) or None,
+                   state_dir=Path(config_file.state_dir()),
+                   socket_path=Path(config_file.socket_path(values, path)),
+                   socket_group=config_file.text(values, "group", "", path) or None,
+                   tcp=config_file.text(values, "tcp", "", path) or None,
                    metrics_textfile=Path(textfile) if textfile else None)
-
-
-def _text(values: dict[str, object], key: str, fallback: str, path: Path) -> str:
-    raw = values.get(key)
-    if raw is None:
-        return fallback
-    if not isinstance(raw, str):
-        raise SpecError(f"config file {path}: {key} must be a string, not {raw!r}")
-    return raw
-
-
-def _duration(values: dict[str, object], key: str, fallback: float, path: Path) -> float:
-    raw = values.get(key)
-    if raw is None:
-        return fallback
-    return parse_duration(str(raw), what=f"{key} in {path}")

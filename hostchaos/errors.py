@@ -8,7 +8,10 @@ names the object and, where there is one, the fix.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (the fast path)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def one_line(message: str) -> str:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (the fast path)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: fields of a fault's view (hostchaos.agent.service) that --json leaves out: the text needs them
 EXTRA_KEYS = ("salvaged", "holder_alive", "drift", "seconds_left")

@@ -20,11 +20,17 @@ import json
 import os
 import socket
 import stat
-from pathlib import Path
-from typing import Any
 
 from hostchaos import errors
 from hostchaos.errors import HostchaosError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING: the fast path starts without typing, pathlib
+
+if TYPE_CHECKING:
+    from os import PathLike
+    from typing import Any
+
+    SocketPath = str | PathLike[str]
 
 #: how long `answering` waits for the agent to say it is healthy
 PROBE_TIMEOUT = 2.0
@@ -38,7 +44,7 @@ class ProtocolError(Exception):
     """The bytes that came back are not an HTTP/1.1 answer."""
 
 
-def exchange(path: Path, timeout: float, method: str, url: str,
+def exchange(path: SocketPath, timeout: float, method: str, url: str,
              body: bytes | None = None) -> tuple[int, bytes]:
     """One HTTP/1.1 request on a new connection to the unix socket ``path``: (status, body).
 
@@ -53,7 +59,7 @@ def exchange(path: Path, timeout: float, method: str, url: str,
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(timeout)
-        sock.connect(str(path))
+        sock.connect(os.fspath(path))
         sock.sendall(request)
         chunks: list[bytes] = []
         size = 0
@@ -153,7 +159,7 @@ def error_from(status: int, body: Any) -> HostchaosError:
 class AgentClient:
     """Calls the agent's API; each call is one connection (the CLI makes one or two)."""
 
-    def __init__(self, path: Path, timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(self, path: SocketPath, timeout: float = REQUEST_TIMEOUT) -> None:
         self.path = path
         self.timeout = timeout
 
@@ -186,7 +192,7 @@ class AgentClient:
         return result
 
 
-def answering(path: Path, state_dir: Path) -> AgentClient | None:
+def answering(path: SocketPath, state_dir: SocketPath) -> AgentClient | None:
     """A client if an agent answers on ``path`` for ``state_dir``; None otherwise (quickly).
 
     An agent serving another state directory is not used: the command then
@@ -207,7 +213,7 @@ def answering(path: Path, state_dir: Path) -> AgentClient | None:
     return AgentClient(path)
 
 
-def _same_dir(reported: Any, mine: Path) -> bool:
+def _same_dir(reported: Any, mine: SocketPath) -> bool:
     if not isinstance(reported, str):
         return False
     try:

@@ -51,6 +51,7 @@ VALID = [
     ["extend", "hc-loss-0123abcd", "--for", "90s", "--json"],
     ["rollback", "hc-loss-0123abcd"],
     ["rollback", "hc-loss/../x?y", "--json"],
+    ["extend", "hc a%2F~b_c.d#e&f+g"],  # percent-encoded as urllib.parse.quote(safe="") does
     ["rollback", "--all"],
     ["rollback", "--all", "--json"],
 ]
@@ -78,6 +79,7 @@ UNHANDLED = [
     ["rollback"],
     ["rollback", "a", "--all"],
     ["rollback", "a", "b"],
+    ["rollback", "hc-lössß"],  # not ASCII: no fault id is; click's path answers it
     ["list"],
     ["status", "hc-loss-0123abcd"],
     ["sweep"],
