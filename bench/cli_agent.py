@@ -1,7 +1,8 @@
 """The CLI end to end, through the agent and without it (issue 12, acceptance 5).
 
-Times whole `hostchaos inject nofile --pid P --soft 64 --for 1m --json` and
-`hostchaos rollback ID` processes (the venv's console script, as an operator runs
+Times whole `hostchaos inject nofile --pid P --soft 64 --for 1m` and
+`hostchaos rollback ID` processes (with ``--json-output``: both with ``--json``,
+which loads the standard json module) (the venv's console script, as an operator runs
 them), ``--rounds`` pairs each after one warm-up pair:
 
 - **agent**: a real `hostchaos agent` on a temporary socket answers, so the CLI
@@ -34,6 +35,7 @@ from bench.common import machine  # noqa: E402
 from tests.support.agent import start_agent, stop_agent  # noqa: E402
 
 HOSTCHAOS = str(REPO / ".venv/bin/hostchaos")
+PYTHON = str(REPO / ".venv/bin/python")
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -45,16 +47,20 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     return elapsed, result.stdout
 
 
-def pairs(rounds: int, pid: int, env: dict[str, str]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"inject": [], "rollback": []}
+def pairs(rounds: int, pid: int, env: dict[str, str], as_json: bool = False
+          ) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"inject": [], "rollback": [], "python -c pass": []}
+    flags = ["--json"] if as_json else []
     for i in range(rounds + 1):
         ms, text = timed([HOSTCHAOS, "inject", "nofile", "--pid", str(pid), "--soft", "64",
-                          "--for", "1m", "--json"], env)
-        fault_id = json.loads(text)["id"]
-        back, _ = timed([HOSTCHAOS, "rollback", fault_id], env)
+                          "--for", "1m", *flags], env)
+        fault_id = json.loads(text)["id"] if as_json else text.split()[0]
+        back, _ = timed([HOSTCHAOS, "rollback", fault_id, *flags], env)
+        bare, _ = timed([PYTHON, "-c", "pass"], env)  # the machine's speed, in the same run
         if i:  # the first pair warms the page cache (and starts the warden)
             out["inject"].append(ms)
             out["rollback"].append(back)
+            out["python -c pass"].append(bare)
     return out
 
 
@@ -69,6 +75,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--write", type=Path)
+    parser.add_argument("--json-output", action="store_true",
+                        help="time `inject --json` and `rollback --json` instead")
     args = parser.parse_args()
     victim = subprocess.Popen(["sleep", "3600"])
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -81,12 +89,12 @@ def main() -> int:
                    "HOSTCHAOS_SOCKET": str(sock), "HOSTCHAOS_CONFIG": "/nonexistent"}
             agent = start_agent(state, sock, env=env)
             try:
-                timings = pairs(args.rounds, victim.pid, env)
+                timings = pairs(args.rounds, victim.pid, env, args.json_output)
             finally:
                 stop_agent(agent)
             results["agent"] = {k: summary(v) for k, v in timings.items()}
             env["HOSTCHAOS_SOCKET"] = str(base / "no-agent.sock")
-            timings = pairs(args.rounds, victim.pid, env)
+            timings = pairs(args.rounds, victim.pid, env, args.json_output)
             results["in-process"] = {k: summary(v) for k, v in timings.items()}
             subprocess.run([HOSTCHAOS, "rollback", "--all"], env=env, capture_output=True,
                            check=False)
@@ -99,7 +107,9 @@ def main() -> int:
                   f"p95 {numbers['p95_ms']:7.1f} ms")
     if args.write:
         payload = {"bench": "cli_agent", "machine": machine(),
-                   "command": f".venv/bin/python bench/cli_agent.py --write {args.write}",
+                   "command": f".venv/bin/python bench/cli_agent.py --write {args.write}"
+                              + (" --json-output" if args.json_output else ""),
+                   "output": "--json" if args.json_output else "text",
                    "results": results}
         args.write.write_text(json.dumps(payload, indent=1) + "\n")
     return 0

@@ -37,7 +37,6 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import stat
 import time
 from pathlib import Path
@@ -150,7 +149,7 @@ class Journal:
                 os.makedirs(self.state_dir.parent, mode=0o755, exist_ok=True)
             for directory in (self.state_dir, self.faults_dir, self.ended_dir):
                 self._private_dir(directory)
-            probe = self.faults_dir / f".probe.{os.getpid()}.{secrets.token_hex(4)}"
+            probe = self.faults_dir / f".probe.{os.getpid()}.{os.urandom(4).hex()}"
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
             os.close(fd)
             probe.unlink()
@@ -222,7 +221,7 @@ class Journal:
 
     @staticmethod
     def _replace(path: Path, data: bytes, durable: bool) -> None:
-        tmp = path.parent / f".{path.name}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp = path.parent / f".{path.name}.tmp.{os.getpid()}.{os.urandom(4).hex()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
         try:
             write_all(fd, data)

@@ -9,12 +9,14 @@ library only: the fast path must not import click.
 from __future__ import annotations
 
 import datetime as dt
-import json
+import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (the fast path)
 
 if TYPE_CHECKING:
     from typing import Any
+
+    from hostchaos.records import FaultRecord
 
 #: fields of a fault's view (hostchaos.agent.service) that --json leaves out: the text needs them
 EXTRA_KEYS = ("salvaged", "holder_alive", "drift", "seconds_left")
@@ -22,6 +24,8 @@ EXTRA_KEYS = ("salvaged", "holder_alive", "drift", "seconds_left")
 
 def json_text(data: Any) -> str:
     """``data`` as every --json output prints it (indented, keys sorted)."""
+    import json  # here: it loads re and enum, which the text output does without
+
     return json.dumps(data, indent=2, sort_keys=True, default=str)
 
 
@@ -66,3 +70,48 @@ def extended_line(view: dict[str, Any]) -> str:
 def ended_lines(view: dict[str, Any]) -> list[str]:
     """`rollback`'s lines for one fault."""
     return [f"{view['id']} {view['state']}", *(f"  remark: {r}" for r in view["remarks"])]
+
+
+def record_summary(record: FaultRecord) -> dict[str, Any]:
+    """The public view of a fault (what --json prints): the base of every view."""
+    from hostchaos import faults
+
+    try:
+        target = faults.fault_class(record.kind).spec_type.from_dict(record.spec).target_label()
+    except Exception:
+        target = "?"
+    return {
+        "id": record.id,
+        "kind": record.kind,
+        "state": record.state,
+        "target": target,
+        "summary": record.summary,
+        "spec": record.spec,
+        "created_at": _iso(record.created_at),
+        "expires_at": _iso(record.expires_at),
+        "lease_seconds": record.lease_seconds,
+        "lease_expires_at": _iso(record.lease_expires_at),
+        "holder_pid": record.holder.pid if record.holder else None,
+        "error": record.error,
+        "ended_at": _iso(record.ended_at),
+        "end_reason": record.end_reason,
+        "remarks": record.remarks,
+    }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def seconds_left(record: FaultRecord) -> float | None:
+    """Seconds until the deadline, on the deadline clock as the warden judges it."""
+    from hostchaos.records import boottime
+    from hostchaos.system.procs import boot_id
+
+    if not record.is_open:
+        return None
+    if record.boot_id == boot_id():
+        return record.expires_boottime - boottime()
+    return record.expires_at - time.time()

@@ -16,12 +16,12 @@ The answer's framing is still checked: a status line, headers, and exactly
 
 from __future__ import annotations
 
-import json
+import _socket as sockets  # socket.py's own C half (it always has one); socket.py loads enum
 import os
-import socket
 import stat
 
 from hostchaos import errors
+from hostchaos.agent import wire_json
 from hostchaos.errors import HostchaosError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: the fast path starts without typing, pathlib
@@ -56,7 +56,7 @@ def exchange(path: SocketPath, timeout: float, method: str, url: str,
     if body is not None:
         head.append("Content-Type: application/json")
     request = ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + (body or b"")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM | sockets.SOCK_CLOEXEC)
     try:
         sock.settimeout(timeout)
         sock.connect(os.fspath(path))
@@ -165,7 +165,7 @@ class AgentClient:
 
     def request(self, method: str, url: str, body: Any = None) -> tuple[int, Any]:
         """(status, decoded JSON); AgentUnavailable when nothing answers."""
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else wire_json.dumps(body).encode()
         try:
             status, raw = exchange(self.path, self.timeout, method, url, data)
         except (OSError, ProtocolError) as exc:
@@ -174,7 +174,7 @@ class AgentClient:
                 "whatever it did is in `hostchaos list`, and every fault keeps its deadline"
             ) from exc
         try:
-            return status, json.loads(raw) if raw else None
+            return status, wire_json.loads(raw) if raw else None
         except ValueError as exc:
             raise AgentUnavailable(f"the agent on {self.path} answered HTTP {status} "
                                    "without JSON (overloaded?); retry") from exc

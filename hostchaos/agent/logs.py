@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import socket
 import sys
 import threading
 from typing import Any
@@ -68,6 +67,8 @@ def _to_journal(priority: int, body: str, fields: dict[str, Any]) -> bool:
             entry.append(f"{name}={str(value).replace(chr(10), ' ')}")
     data = ("\n".join(entry) + "\n").encode()
     try:
+        import socket  # here: most commands never write to journald
+
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.sendto(data, JOURNAL_SOCKET)
     except OSError:

@@ -1,7 +1,7 @@
 """What the API and the in-process CLI both do with faults: the engine, audited, as views.
 
 A *view* of a fault is the dict the CLI prints with ``--json``
-(:func:`hostchaos.cli.output.record_summary`) plus a few fields the CLI needs
+(:func:`hostchaos.rendering.record_summary`) plus a few fields the CLI needs
 to print text without the record itself (``output.EXTRA_KEYS``: whether the
 record was read from its copy, whether its warden lives, the time left on the
 deadline clock, the drift between
@@ -51,7 +51,7 @@ class Client:
 
 def fault_view(record: FaultRecord) -> dict[str, Any]:
     """The record as the CLI prints it (``record_summary``), plus ``output.EXTRA_KEYS``."""
-    from hostchaos.cli.output import record_summary, seconds_left
+    from hostchaos.rendering import record_summary, seconds_left
 
     view = record_summary(record)
     view["salvaged"] = record.salvaged

@@ -41,25 +41,9 @@ def json_option(func: F) -> F:
 
 
 def make_engine(*, revive: bool = True) -> Engine:
-    """The engine, with the on-demand warden; ``revive``: restart a dead warden now.
+    """The engine, with the on-demand warden (:func:`hostchaos.backend.make_engine`)."""
+    from hostchaos.backend import make_engine as engine_with_warden
 
-    Every command but `sweep` revives: if open faults exist and no warden
-    guards them (it was killed), a new one starts and rolls back at once what
-    is overdue. A warden that cannot start is a warning here, not a failure:
-    the command itself still runs (and sweep remains the next line of defence).
-    """
-    from hostchaos.config import Config
-    from hostchaos.engine import Engine
-    from hostchaos.errors import HostchaosError
-    from hostchaos.warden import OnDemand
-
-    config = Config.load()
-    engine = Engine(config, warden=OnDemand(config.state_dir))
-    if revive:
-        try:
-            engine.revive_warden()
-        except HostchaosError as exc:
-            click.echo(f"hostchaos: warning: {exc}", err=True)
-    return engine
+    return engine_with_warden(revive=revive)
 
 

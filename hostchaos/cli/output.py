@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -13,65 +12,22 @@ from hostchaos.rendering import EXTRA_KEYS as EXTRA_KEYS
 from hostchaos.rendering import clock_time as clock_time
 from hostchaos.rendering import json_text
 from hostchaos.rendering import printable as printable
+from hostchaos.rendering import record_summary as record_summary
+from hostchaos.rendering import seconds_left as seconds_left
 from hostchaos.rendering import timestamp as timestamp
 
 if TYPE_CHECKING:
-    from hostchaos.records import FaultRecord
+    pass
 
 
 def emit_json(data: Any) -> None:
     click.echo(json_text(data))
 
 
-def record_summary(record: FaultRecord) -> dict[str, Any]:
-    """The public view of a fault (what --json prints)."""
-    from hostchaos import faults
-
-    try:
-        target = faults.fault_class(record.kind).spec_type.from_dict(record.spec).target_label()
-    except Exception:
-        target = "?"
-    return {
-        "id": record.id,
-        "kind": record.kind,
-        "state": record.state,
-        "target": target,
-        "summary": record.summary,
-        "spec": record.spec,
-        "created_at": _iso(record.created_at),
-        "expires_at": _iso(record.expires_at),
-        "lease_seconds": record.lease_seconds,
-        "lease_expires_at": _iso(record.lease_expires_at),
-        "holder_pid": record.holder.pid if record.holder else None,
-        "error": record.error,
-        "ended_at": _iso(record.ended_at),
-        "end_reason": record.end_reason,
-        "remarks": record.remarks,
-    }
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
-
-
 def is_open(view: dict[str, Any]) -> bool:
     from hostchaos.records import OPEN_STATES
 
     return view["state"] in OPEN_STATES
-
-
-def seconds_left(record: FaultRecord) -> float | None:
-    """Seconds until the deadline, on the deadline clock as the warden judges it."""
-    from hostchaos.records import boottime
-    from hostchaos.system.procs import boot_id
-
-    if not record.is_open:
-        return None
-    if record.boot_id == boot_id():
-        return record.expires_boottime - boottime()
-    return record.expires_at - time.time()
 
 
 def remaining(view: dict[str, Any]) -> str:

@@ -9,7 +9,6 @@ namespace of a child process and so cannot change the host.
 
 from __future__ import annotations
 
-import gzip
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +41,12 @@ def _kernel_config() -> dict[str, str]:
     candidates = [Path("/proc/config.gz"), Path(f"/boot/config-{release}")]
     for path in candidates:
         try:
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            if path.suffix == ".gz":
+                import gzip  # only for /proc/config.gz
+
+                raw = gzip.decompress(path.read_bytes())
+            else:
+                raw = path.read_bytes()
         except OSError:
             continue
         out = {}

@@ -12,8 +12,6 @@ usable, and :func:`runtime_status` says so.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from functools import cache
 
@@ -52,6 +50,9 @@ class RuntimeStatus:
 @cache
 def runtime_status() -> tuple[RuntimeStatus, ...]:
     """Every known runtime, asked once per process whether it can run containers."""
+    import shutil  # here, with subprocess: ~7 ms of every command's start otherwise
+    import subprocess
+
     out = []
     for name, argv in PROBES.items():
         if shutil.which(name) is None:
@@ -83,6 +84,9 @@ def valid_name(name: str) -> bool:
 
 def container_pid(name: str) -> tuple[int, str]:
     """(init PID, runtime) of running container ``name``; TargetNotFoundError if none has it."""
+    import shutil
+    import subprocess
+
     asked = []
     stopped = None
     for runtime, argv in RUNTIMES:

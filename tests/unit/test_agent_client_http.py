@@ -71,8 +71,8 @@ def test_the_request_is_framed_and_json_comes_back(tmp_path: Path) -> None:
         201, {"id": "x"})
     request = seen[0]
     assert request.startswith(b"POST /v1/faults HTTP/1.1\r\n")
-    assert b"Connection: close\r\n" in request and b"Content-Length: 13\r\n" in request
-    assert request.endswith(b'\r\n\r\n{"kind": "k"}')
+    assert b"Connection: close\r\n" in request and b"Content-Length: 12\r\n" in request
+    assert request.endswith(b'\r\n\r\n{"kind":"k"}')  # compact (wire_json)
 
 
 def test_a_broken_answer_is_agent_unavailable(tmp_path: Path) -> None:

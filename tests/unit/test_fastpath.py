@@ -12,6 +12,9 @@ mode, which takes this path.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +123,7 @@ def asked_by_click(argv: list[str], monkeypatch: pytest.MonkeyPatch, state_dir: 
 def asked_by_fastpath(argv: list[str]) -> list[tuple[str, str, str, Any]]:
     client = RecordingClient()
     with pytest.raises(_Asked):
-        fastpath.parse(argv)(client)
+        fastpath.parse(argv)(AgentBackend(client))  # type: ignore[arg-type]
     return client.asked
 
 
@@ -147,9 +150,80 @@ def test_every_kind_is_sampled_and_the_table_is_current() -> None:
         "regenerate: python -m hostchaos.fastpath > hostchaos/fastpath_options.py")
 
 
-def test_without_an_agent_the_fast_path_declines(state_dir: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOSTCHAOS_STATE_DIR", str(state_dir))
+def in_process(argv: list[str], state_dir: Path) -> tuple[int | None, str, str]:
+    """A real `python -m hostchaos ARGV` with no agent: (exit code, stdout, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "hostchaos", *argv], capture_output=True,
+                          text=True, env={**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir)})
+    return done.returncode, done.stdout, done.stderr
+
+
+def by_click(argv: list[str], state_dir: Path) -> tuple[int | None, str, str]:
+    """The same command line, through click alone."""
+    done = subprocess.run([sys.executable, "-c", "from hostchaos.cli import main; main()",
+                           *argv], capture_output=True, text=True,
+                          env={**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir)})
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("as_json", [[], ["--json"]], ids=["text", "json"])
+def test_without_an_agent_the_fast_path_does_what_click_does(
+        state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        as_json: list[str]) -> None:
+    """In-process, with the engine: the same output, exit codes and effects as click.
+
+    (The id and the deadline differ between two injections; they are replaced.)
+    """
     monkeypatch.setenv("HOSTCHAOS_SOCKET", str(tmp_path / "nobody.sock"))
-    assert fastpath.run(["rollback", "hc-loss-0123abcd"]) is None
-    assert not (state_dir / "audit.log").exists()
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        def soft_limit() -> int:
+            for line in Path(f"/proc/{victim.pid}/limits").read_text().splitlines():
+                if line.startswith("Max open files"):
+                    return int(line.split()[3])
+            raise AssertionError("no open-files line")
+
+        before = soft_limit()
+        results = []
+        for run in (in_process, by_click):
+            inject = ["inject", "nofile", "--pid", str(victim.pid), "--soft", "64", "--for",
+                      "1m", *as_json]
+            code, out, err = run(inject, state_dir)
+            assert code == 0, err
+            assert soft_limit() == 64
+            fault_id = (json.loads(out)["id"] if as_json else out.split()[0])
+            dry = run([*inject, "--dry-run"], state_dir)
+            twice = run(inject, state_dir)  # the same target: refused, naming the first
+            extended = run(["extend", fault_id, "--for", "2m", *as_json], state_dir)
+            back = run(["rollback", fault_id, *as_json], state_dir)
+            assert soft_limit() == before
+            unknown = run(["rollback", "hc-nofile-00000000", *as_json], state_dir)
+            every = run(["rollback", "--all", *as_json], state_dir)
+            results.append(_without_times(
+                repr([(code, out, err), dry, twice, extended, back, unknown, every])))
+        assert results[0] == results[1]
+        assert "already carries fault" in results[0]
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def _without_times(text: str) -> str:
+    import re
+
+    text = re.sub(r"hc-nofile-[0-9a-f]{8}", "ID", text)
+    text = re.sub(r"\d{4}-\d\d-\d\dT[0-9:.+]+", "TIME", text)
+    text = re.sub(r"\d\d:\d\d:\d\d", "HH:MM:SS", text)
+    # the warden may be another process the second time; seconds_left ticks
+    return re.sub(r'"(holder_pid|seconds_left)": [0-9.]+', r'"\1": N', text)
+
+
+def test_without_an_agent_the_fast_path_still_skips_click(state_dir: Path, tmp_path: Path
+                                                          ) -> None:
+    probe = ("import sys\nfrom hostchaos import fastpath\n"
+             "code = fastpath.run(['rollback', 'hc-nofile-00000000'])\n"
+             "print('CODE', code, 'click' in sys.modules, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir),
+                               "HOSTCHAOS_SOCKET": str(tmp_path / "nobody.sock")})
+    assert "CODE 4 False" in done.stderr, done.stderr
+    assert "fault hc-nofile-00000000 not found" in done.stderr
