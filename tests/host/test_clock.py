@@ -233,3 +233,20 @@ def test_sweep_removes_control_files_nobody_follows(tmp_path: Path, state_dir: P
     assert swept.returncode == 0, swept.stderr
     assert not directory.exists()
     assert str(directory) in json.loads(swept.stdout)["leftovers"]
+
+
+def test_inject_and_rollback_leave_nothing_in_dev_shm(tmp_path: Path, state_dir: Path) -> None:
+    """libfaketime keeps /dev/shm objects per process tree it runs in: only the victim has any."""
+    def objects() -> set[str]:
+        return {n for n in os.listdir("/dev/shm") if "faketime_" in n}
+
+    before = objects()
+    with clock_victim(tmp_path, state_dir) as victim:
+        result = hostchaos("inject", "clock", "--pid", str(victim.pid), "--offset", "+1m",
+                           "--for", "1m", state_dir=state_dir)
+        assert result.returncode == 0, result.stderr
+        fault_id = result.stdout.split()[0]
+        assert objects() - before == {f"faketime_shm_{victim.pid}",
+                                      f"sem.faketime_sem_{victim.pid}"}  # the victim's own
+        assert hostchaos("rollback", fault_id, state_dir=state_dir).returncode == 0
+    assert objects() == before

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostchaos.system.faketime import remove_shared_memory
 from tests.support.waiting import wait_for
 
 # select(), not time.sleep(): Python 3.11+ sleeps until an absolute CLOCK_MONOTONIC deadline,
@@ -83,6 +84,8 @@ def clock_victim(tmp_path: Path, state_dir: Path, *, period: float = 0.01,
         process.wait()
         if process.stderr:
             process.stderr.close()
+        # the library's /dev/shm objects for this process tree (sweep would take them later)
+        remove_shared_memory(process.pid)
 
 
 def settle() -> float:
