@@ -378,6 +378,8 @@ class Lane:
                 "python3", "-c", PRINTER, "0.02", "1000000"]
         sink = open(self.clock_out, "wb")  # the printer holds it; closed at the end
         self._stack.callback(sink.close)
+        # runs after the printer is killed and reaped (callbacks run last-in first-out)
+        self._stack.callback(self._remove_clock_shared_memory)
         self.clock = self._process(argv, stdout=sink, stderr=subprocess.DEVNULL, env=self.env,
                                    cwd=REPO)
         if not _wait_until(lambda: self._clock_sample(0.0) is not None, 30, 0.05):
@@ -385,6 +387,13 @@ class Lane:
         sample = self._clock_sample(0.0)
         assert sample is not None
         self.clock_base = sample
+
+    def _remove_clock_shared_memory(self) -> None:
+        """libfaketime's /dev/shm objects of the printer's process tree (sweep's job otherwise)."""
+        from hostchaos.system.faketime import remove_shared_memory
+
+        if self.clock is not None:
+            remove_shared_memory(self.clock.pid)
 
     def _clock_sample(self, since: float) -> float | None:
         """wall - monotonic of the victim's last sample taken after monotonic ``since``."""
