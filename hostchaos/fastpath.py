@@ -60,13 +60,9 @@ def run(argv: list[str]) -> int | None:
     from hostchaos.errors import HostchaosError
 
     try:
-        backend: Any = agent_backend()
-        if backend is None:
-            from hostchaos.config import Config
-
-            Config.load()  # what it finds wrong, click reports in its own words
+        backend = agent_backend()
     except HostchaosError:
-        return None
+        return None  # an unreadable config file: click reports it in its own words
     try:
         return call(backend or LocalBackend())
     except HostchaosError as exc:
@@ -223,39 +219,14 @@ def _value(raw: Any, value_type: str, choices: list[str] | None) -> Any:
     return raw
 
 
-#: hostchaos.quantities' units; a duration of one number and one unit is read here
-_DURATION_UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86400.0))
-
-
 def _duration(flag: str, raw: str) -> float:
-    seconds = _simple_duration(raw)
-    if seconds is None:  # 1h30m and the like: quantities (whose regular expressions cost ~8 ms)
-        from hostchaos.errors import SpecError
-        from hostchaos.quantities import parse_duration
+    from hostchaos.errors import SpecError
+    from hostchaos.quantities import parse_duration
 
-        try:
-            return parse_duration(raw, what=flag)
-        except SpecError:
-            raise Unhandled from None
-    if not 0 < seconds < float("inf"):
-        raise Unhandled  # click says what is wrong with it
-    return seconds
-
-
-def _simple_duration(raw: str) -> float | None:
-    """Seconds of ``30``, ``1.5s``, ``250ms``, ``5m``, ``2h``, ``1d``; None for anything else."""
-    text = raw.strip().lower()
-    number, factor = text, 1.0
-    for unit, unit_factor in _DURATION_UNITS:
-        if text.endswith(unit):
-            number, factor = text[:-len(unit)], unit_factor
-            break
-    whole, dot, fraction = number.partition(".")
-    if not (whole.isascii() and whole.isdigit()):
-        return None
-    if dot and not (fraction.isascii() and fraction.isdigit()):
-        return None
-    return float(number) * factor
+    try:
+        return parse_duration(raw, what=flag)
+    except SpecError:
+        raise Unhandled from None  # click says what is wrong with it
 
 
 def _extend(words: list[str]) -> Callable[[Any], int]:

@@ -44,7 +44,7 @@ class FaultSession:
     """Faults one test injected; renews their leases; rolls them all back at the end."""
 
     def __init__(self, lease: float) -> None:
-        from hostchaos.cli.common import make_engine
+        from hostchaos.backend import make_engine
 
         self.engine = make_engine()
         self.lease = lease

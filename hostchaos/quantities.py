@@ -16,21 +16,40 @@ out of range is one clear :class:`SpecError` naming the option.
 from __future__ import annotations
 
 import math
-import re
 
 from hostchaos.errors import SpecError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (the CLI's fast path)
+
+if TYPE_CHECKING:
+    import re
+
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_ZERO = re.compile(r"0+(?:\.0+)?(?:ms|s|m|h|d)?")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
-_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps|tbps)?",
-                   re.IGNORECASE)
 _RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12, "bps": 8,
                "kbps": 8 * 10**3, "mbps": 8 * 10**6, "gbps": 8 * 10**9, "tbps": 8 * 10**12}
-_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%?")
+
+#: the parsers' patterns, compiled on first use: `import re` (and the enum it loads) is ~8 ms
+#: of a CLI command that, like `inject ... --for 5m` through the agent, needs none of them
+_PATTERNS = {
+    "duration_part": (r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", False),
+    "number": (r"\d+(?:\.\d+)?", False),
+    "zero": (r"0+(?:\.0+)?(?:ms|s|m|h|d)?", False),
+    "size": (r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", True),
+    "rate": (r"(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps|tbps)?", True),
+    "percent": (r"(\d+(?:\.\d+)?)\s*%?", False),
+}
+_compiled: dict[str, re.Pattern[str]] = {}
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    found = _compiled.get(name)
+    if found is None:
+        import re
+
+        source, any_case = _PATTERNS[name]
+        found = _compiled[name] = re.compile(source, re.IGNORECASE if any_case else 0)
+    return found
 
 #: the largest size any kind accepts (2^62 bytes: beyond every kernel field hostchaos writes)
 MAX_BYTES = 2**62
@@ -42,10 +61,11 @@ MAX_BYTES = 2**62
 def parse_duration(text: str, *, what: str = "duration") -> float:
     """Seconds for ``text``; plain numbers are seconds. Must be > 0."""
     raw = text.strip().lower()
-    if _NUMBER.fullmatch(raw):
+    seconds = _one_part_duration(raw)
+    if seconds is None and _pattern("number").fullmatch(raw):  # digits of other scripts
         seconds = float(raw)
-    else:
-        parts = _DURATION_PART.findall(raw)
+    if seconds is None:
+        parts = _pattern("duration_part").findall(raw)
         if not parts or "".join(n + u for n, u in parts) != raw:
             raise SpecError(
                 f"{what} {text!r} is not a duration (use e.g. 30s, 5m, 1h, 1h30m or seconds)")
@@ -53,6 +73,22 @@ def parse_duration(text: str, *, what: str = "duration") -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise SpecError(f"{what} {text!r} must be greater than zero")
     return seconds
+
+
+def _one_part_duration(raw: str) -> float | None:
+    """Seconds of ``30``, ``1.5s``, ``250ms``, ``5m``, ``2h``, ``1d`` (ASCII digits, lower
+    case) without a regular expression; None for anything else, which the patterns read."""
+    number, factor = raw, 1.0
+    for unit in ("ms", "s", "m", "h", "d"):  # "ms" before "s" and "m"
+        if raw.endswith(unit):
+            number, factor = raw[:-len(unit)], _DURATION_UNITS[unit]
+            break
+    whole, dot, fraction = number.partition(".")
+    if not (whole.isascii() and whole.isdigit()):
+        return None
+    if dot and not (fraction.isascii() and fraction.isdigit()):
+        return None
+    return float(number) * factor
 
 
 def parse_signed_duration(text: str, *, what: str = "offset") -> float:
@@ -63,7 +99,7 @@ def parse_signed_duration(text: str, *, what: str = "offset") -> float:
     raw = str(text).strip()
     sign = -1.0 if raw.startswith("-") else 1.0
     body = raw[1:] if raw[:1] in ("+", "-") else raw
-    if _ZERO.fullmatch(body):
+    if _pattern("zero").fullmatch(body):
         return 0.0
     try:
         return sign * parse_duration(body, what=what)
@@ -94,7 +130,7 @@ def format_duration(seconds: float) -> str:
 
 def parse_size(text: str, *, what: str = "size", maximum: int = MAX_BYTES) -> int:
     """Bytes for ``256M``, ``1G``, ``1.5GiB``, ``32k`` or ``4096`` (binary units, any case)."""
-    match = _SIZE.fullmatch(str(text).strip())
+    match = _pattern("size").fullmatch(str(text).strip())
     if not match:
         raise SpecError(f"{what} {text!r} is not a size (use e.g. 4096, 32k, 256M, 1G)")
     number, unit, _ = match.groups()
@@ -126,7 +162,7 @@ def parse_rate(text: str, *, what: str = "--rate", minimum: int = 8000,
     field is judged right; ``limits`` says in words what the range is.
     """
     raw = str(text).strip()
-    found = _RATE.fullmatch(raw)
+    found = _pattern("rate").fullmatch(raw)
     if found is None:
         raise SpecError(f"{what} {raw[:40]!r} is not a rate (e.g. 1mbit, 500kbit, 10mbps)")
     from fractions import Fraction  # exact, e.g. 1.1mbit; imported only when asked
@@ -150,7 +186,7 @@ def format_rate(bits: float) -> str:
 
 def parse_percent(text: str, *, what: str = "percentage") -> float:
     """``25%`` or ``25`` -> 25.0."""
-    match = _PERCENT.fullmatch(str(text).strip())
+    match = _pattern("percent").fullmatch(str(text).strip())
     if not match or not math.isfinite(float(match.group(1))):
         raise SpecError(f"{what} {text!r} is not a percentage (use e.g. 25% or 150%)")
     return float(match.group(1))

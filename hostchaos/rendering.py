@@ -3,7 +3,8 @@
 The click commands (:mod:`hostchaos.cli`) and the agent fast path
 (:mod:`hostchaos.fastpath`) both build their lines here, so `hostchaos
 inject ...` prints the same bytes whether click parsed it or not. Standard
-library only: the fast path must not import click.
+library only at import (the fast path must not import click); the views'
+builders import the kinds when they are called.
 """
 
 from __future__ import annotations

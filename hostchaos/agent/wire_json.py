@@ -7,11 +7,12 @@ The client's requests and the agent's answers are plain JSON, which CPython's
 ``_json`` scanner and encoder handle alone, so this module builds
 :func:`loads` and :func:`dumps` from them with ``json``'s defaults. The
 results are the same as ``json.loads`` and ``json.dumps(separators=(",", ":"))``
-(tests/unit/test_wire_json.py checks that). On a Python without ``_json``
-they are ``json``'s own.
+(tests/unit/test_wire_json.py checks that).
 """
 
 from __future__ import annotations
+
+import _json  # CPython's, which json itself uses (the package requires CPython 3.11+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (the fast path)
 
@@ -37,39 +38,28 @@ class _DecoderOptions:
                       "NaN": float("nan")}.__getitem__
 
 
-try:
-    import _json
-except ImportError:  # not CPython: the module is all there is
-    import json
+_scan = _json.make_scanner(_DecoderOptions())  # type: ignore[arg-type]  # duck-typed
 
-    def loads(text: str | bytes) -> Any:
-        """The value of one JSON document (ValueError if it is not one)."""
-        return json.loads(text)
 
-    def dumps(value: Any) -> str:
-        """``value`` as compact JSON (TypeError for what JSON cannot hold)."""
-        return json.dumps(value, separators=(",", ":"))
-else:
-    _scan = _json.make_scanner(_DecoderOptions())  # type: ignore[arg-type]  # duck-typed
+def loads(text: str | bytes) -> Any:
+    """The value of one JSON document (ValueError if it is not one)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        value, end = _scan(text, start)
+    except StopIteration as exc:
+        raise ValueError(f"Expecting value: char {exc.value}") from None
+    if text[end:].strip(_WHITESPACE):
+        raise ValueError(f"Extra data: char {end}")
+    return value
 
-    def loads(text: str | bytes) -> Any:
-        """The value of one JSON document (ValueError if it is not one)."""
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")  # UnicodeDecodeError is a ValueError
-        start = len(text) - len(text.lstrip(_WHITESPACE))
-        try:
-            value, end = _scan(text, start)
-        except StopIteration as exc:
-            raise ValueError(f"Expecting value: char {exc.value}") from None
-        if text[end:].strip(_WHITESPACE):
-            raise ValueError(f"Extra data: char {end}")
-        return value
 
-    def dumps(value: Any) -> str:
-        """``value`` as compact JSON (TypeError for what JSON cannot hold)."""
-        encode = _json.make_encoder({}, _not_serializable, _json.encode_basestring_ascii,
-                                    None, ":", ",", False, False, True)
-        return "".join(encode(value, 0))
+def dumps(value: Any) -> str:
+    """``value`` as compact JSON (TypeError for what JSON cannot hold)."""
+    encode = _json.make_encoder({}, _not_serializable, _json.encode_basestring_ascii,
+                                None, ":", ",", False, False, True)
+    return "".join(encode(value, 0))
 
 
 __all__ = ["dumps", "loads"]

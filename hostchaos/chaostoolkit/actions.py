@@ -12,7 +12,7 @@ _INJECTED: list[str] = []
 
 
 def _engine() -> Any:
-    from hostchaos.cli.common import make_engine
+    from hostchaos.backend import make_engine
 
     return make_engine()
 

@@ -9,7 +9,7 @@ __all__ = ["fault_state", "open_faults"]
 
 def open_faults(kind: str | None = None) -> list[dict[str, Any]]:
     """The open faults (of ``kind``, if given), as `hostchaos list --json` shows them."""
-    from hostchaos.cli.common import make_engine
+    from hostchaos.backend import make_engine
     from hostchaos.cli.output import record_summary
 
     records, _ = make_engine().listing()
@@ -18,7 +18,7 @@ def open_faults(kind: str | None = None) -> list[dict[str, Any]]:
 
 def fault_state(fault_id: str) -> str:
     """The state of one fault: active, rolled-back, failed ..."""
-    from hostchaos.cli.common import make_engine
+    from hostchaos.backend import make_engine
 
     record, _ = make_engine().status(fault_id)
     return str(record.state)

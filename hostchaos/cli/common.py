@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from hostchaos.errors import SpecError
-
-if TYPE_CHECKING:
-    from hostchaos.engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,12 +35,5 @@ DURATION = Duration()
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print machine-readable JSON on stdout.")(func)
-
-
-def make_engine(*, revive: bool = True) -> Engine:
-    """The engine, with the on-demand warden (:func:`hostchaos.backend.make_engine`)."""
-    from hostchaos.backend import make_engine as engine_with_warden
-
-    return engine_with_warden(revive=revive)
 
 

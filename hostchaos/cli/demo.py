@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from hostchaos.cli.common import json_option, make_engine
+from hostchaos.backend import make_engine
+from hostchaos.cli.common import json_option
 
 
 @click.command()

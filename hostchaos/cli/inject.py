@@ -86,7 +86,7 @@ class _Terminated(Exception):
 
 def run_inject(kind: str, options: dict[str, Any], duration: float | None,
                lease: float | None, wait: bool, dry_run: bool, as_json: bool) -> None:
-    from hostchaos.cli.backend import get_backend
+    from hostchaos.backend import get_backend
     from hostchaos.cli.output import emit_json
     from hostchaos.rendering import injected_lines, plan_line, printable
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from hostchaos.cli.common import DURATION, json_option, make_engine
+from hostchaos.backend import make_engine
+from hostchaos.cli.common import DURATION, json_option
 from hostchaos.errors import RollbackError, SpecError
 
 
@@ -16,7 +17,7 @@ from hostchaos.errors import RollbackError, SpecError
 @json_option
 def list_faults(include_ended: bool, as_json: bool) -> None:
     """List open faults (with --all, ended ones too)."""
-    from hostchaos.cli.backend import get_backend
+    from hostchaos.backend import get_backend
     from hostchaos.cli.output import emit_json, printable, remaining, table
 
     found = get_backend().listing(include_ended)
@@ -48,7 +49,7 @@ def list_faults(include_ended: bool, as_json: bool) -> None:
 @json_option
 def status(fault_id: str, as_json: bool) -> None:
     """Show one fault: its record and what the kernel says about it now."""
-    from hostchaos.cli.backend import get_backend
+    from hostchaos.backend import get_backend
     from hostchaos.cli.output import emit_json, printable, remaining
 
     view = get_backend().status(fault_id)
@@ -81,7 +82,7 @@ def status(fault_id: str, as_json: bool) -> None:
 @json_option
 def extend(fault_id: str, duration: float | None, as_json: bool) -> None:
     """Renew a fault's lease, and with --for move its deadline."""
-    from hostchaos.cli.backend import get_backend
+    from hostchaos.backend import get_backend
     from hostchaos.cli.output import emit_json
     from hostchaos.rendering import extended_line, printable
 
@@ -98,7 +99,7 @@ def extend(fault_id: str, duration: float | None, as_json: bool) -> None:
 @json_option
 def rollback(fault_id: str | None, everything: bool, as_json: bool) -> None:
     """Take a fault (or --all faults) out of the host. Idempotent."""
-    from hostchaos.cli.backend import get_backend
+    from hostchaos.backend import get_backend
     from hostchaos.cli.output import emit_json, printable
 
     if bool(fault_id) == everything:

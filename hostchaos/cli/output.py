@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -15,9 +15,6 @@ from hostchaos.rendering import printable as printable
 from hostchaos.rendering import record_summary as record_summary
 from hostchaos.rendering import seconds_left as seconds_left
 from hostchaos.rendering import timestamp as timestamp
-
-if TYPE_CHECKING:
-    pass
 
 
 def emit_json(data: Any) -> None:

@@ -75,7 +75,7 @@ def run(file: Path, dry_run: bool, seed: int, repeat: int, sets: tuple[str, ...]
             for line in plan["lines"]:
                 click.echo(f"  {line}")
         return
-    from hostchaos.cli.common import make_engine
+    from hostchaos.backend import make_engine
     from hostchaos.scenario import report
     from hostchaos.scenario.runner import Interrupted, Runner
 

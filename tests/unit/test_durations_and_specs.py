@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hostchaos.errors import SpecError
 from hostchaos.faults.latency import LatencySpec
@@ -54,3 +56,50 @@ def test_loss_spec_rejects(percent: float) -> None:
 def test_spec_from_dict_rejects_unknown_settings() -> None:
     with pytest.raises(SpecError, match="unknown latency setting"):
         LatencySpec.from_dict({"iface": "eth0", "ms": 5, "bogus": 1})
+
+
+def _by_patterns(text: str) -> float | None:
+    """parse_duration as it was, all regular expressions (the reference for the shortcut)."""
+    import math
+    import re
+
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    raw = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+        seconds = float(raw)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", raw)
+        if not parts or "".join(n + u for n, u in parts) != raw:
+            return None
+        seconds = sum(float(n) * units[u] for n, u in parts)
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
+@pytest.mark.parametrize("text", ["30", "1.5", "1.5s", "250ms", "5m", "2h", "1d", " 10S ",
+                                  "0.25h", "007m", "1h30m", "90s5", "1.s", ".5s", "5 m", "-5s",
+                                  "1e3", "inf", "nan", "0", "0s", "1..5s", "\u0661", "\u0661s",
+                                  "", "m", "ms", "5mss", "2hm", "1" * 400])
+def test_durations_read_as_the_patterns_read_them(text: str) -> None:
+    """One number and one unit is read without a regular expression: the same seconds."""
+    try:
+        seconds: float | None = parse_duration(text)
+    except SpecError:
+        seconds = None
+    assert seconds == _by_patterns(text)
+
+
+def test_a_duration_of_one_part_loads_no_regular_expressions() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom hostchaos.quantities import parse_duration\n"
+             "assert parse_duration('5m') == 300 and parse_duration('250ms') == 0.25\n"
+             "print('re' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+@given(st.text(alphabet="0123456789.msdhMS \u0661", max_size=8))
+def test_any_short_duration_reads_as_the_patterns_read_it(text: str) -> None:
+    test_durations_read_as_the_patterns_read_them(text)

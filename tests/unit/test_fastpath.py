@@ -11,6 +11,7 @@ mode, which takes this path.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -20,10 +21,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hostchaos import fastpath
+from hostchaos.backend import AgentBackend
 from hostchaos.cli import cli
-from hostchaos.cli.backend import AgentBackend
+from tests.support.cli import records
 
 VALID = [
     ["inject", "latency", "--iface", "lo", "--ms", "20", "--jitter", "5", "--dst", "10.0.0.1",
@@ -113,7 +117,7 @@ class RecordingClient:
 def asked_by_click(argv: list[str], monkeypatch: pytest.MonkeyPatch, state_dir: Path
                    ) -> list[tuple[str, str, str, Any]]:
     client = RecordingClient()
-    monkeypatch.setattr("hostchaos.cli.backend.get_backend", lambda: AgentBackend(client))
+    monkeypatch.setattr("hostchaos.backend.get_backend", lambda: AgentBackend(client))
     result = CliRunner().invoke(cli, argv, env={"HOSTCHAOS_STATE_DIR": str(state_dir)})
     # the group turns any exception into one line; this one stopped the command at the ask
     assert "internal error: _Asked" in result.output, result.output
@@ -217,13 +221,70 @@ def _without_times(text: str) -> str:
     return re.sub(r'"(holder_pid|seconds_left)": [0-9.]+', r'"\1": N', text)
 
 
+#: what the fast path through the agent must not load (each is milliseconds of a command
+#: whose target is 60 ms: docs/benchmarks.md); without an agent, only click is excluded
+HEAVY_FOR_THE_THIN_CLIENT = ["re", "enum", "json", "socket", "typing", "pathlib",
+                             "dataclasses", "click", "urllib", "inspect"]
+
+PROBE = """
+import io, sys
+from hostchaos import fastpath
+pid, heavy = sys.argv[1], sys.argv[2].split(",")
+real_stdout, sys.stdout = sys.stdout, io.StringIO()
+codes = [fastpath.run(["inject", "nofile", "--pid", pid, "--soft", "64", "--for", "5m"])]
+fault_id = sys.stdout.getvalue().split()[0]
+codes.append(fastpath.run(["extend", fault_id, "--for", "90s"]))
+codes.append(fastpath.run(["rollback", fault_id]))
+codes.append(fastpath.run(["rollback", "--all"]))
+codes.append(fastpath.run(["rollback", "hc-nofile-00000000"]))
+loaded = sorted({m.split(".")[0] for m in sys.modules} & set(heavy))
+print(repr({"codes": codes, "loaded": loaded}), file=real_stdout)
+"""
+
+
+def run_probe(state_dir: Path, socket_path: Path, heavy: list[str]) -> dict[str, Any]:
+    """Inject, extend, roll back, roll back all, roll back an unknown id: one real process."""
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, str(victim.pid), ",".join(heavy)],
+            capture_output=True, text=True, check=True,
+            env={**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir),
+                 "HOSTCHAOS_SOCKET": str(socket_path)})
+        limits = Path(f"/proc/{victim.pid}/limits").read_text()
+    finally:
+        victim.kill()
+        victim.wait()
+    result: dict[str, Any] = ast.literal_eval(done.stdout)
+    assert "not found" in done.stderr, done.stderr
+    assert "64 " not in limits.split("Max open files")[1].split("\n")[0]  # rolled back
+    return result
+
+
+def test_through_the_agent_the_fast_path_loads_only_what_it_needs(
+        state_dir: Path, tmp_path: Path) -> None:
+    from tests.support.agent import running_agent
+
+    socket_path = tmp_path / "agent" / "hostchaos.sock"
+    with running_agent(state_dir, socket_path, log=tmp_path / "agent.log") as agent:
+        result = run_probe(state_dir, socket_path, HEAVY_FOR_THE_THIN_CLIENT)
+        (record,) = records(state_dir)
+        assert record["holder"]["pid"] == agent.pid  # the agent's warden held it: it did it
+    assert result == {"codes": [0, 0, 0, 0, 4], "loaded": []}
+
+
 def test_without_an_agent_the_fast_path_still_skips_click(state_dir: Path, tmp_path: Path
                                                           ) -> None:
-    probe = ("import sys\nfrom hostchaos import fastpath\n"
-             "code = fastpath.run(['rollback', 'hc-nofile-00000000'])\n"
-             "print('CODE', code, 'click' in sys.modules, file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env={**os.environ, "HOSTCHAOS_STATE_DIR": str(state_dir),
-                               "HOSTCHAOS_SOCKET": str(tmp_path / "nobody.sock")})
-    assert "CODE 4 False" in done.stderr, done.stderr
-    assert "fault hc-nofile-00000000 not found" in done.stderr
+    result = run_probe(state_dir, tmp_path / "nobody.sock", ["click"])
+    assert result == {"codes": [0, 0, 0, 0, 4], "loaded": []}
+    (record,) = records(state_dir)
+    assert record["end_reason"] == "requested" and record["state"] == "rolled-back"
+
+
+@given(st.text())
+def test_fault_ids_are_quoted_as_urllib_quotes_them(text: str) -> None:
+    from urllib.parse import quote
+
+    from hostchaos.backend import quote as quote_without_urllib
+
+    assert quote_without_urllib(text) == quote(text, safe="")
