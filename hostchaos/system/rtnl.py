@@ -28,13 +28,20 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
-from pyroute2.iproute.linux import get_arguments_processor
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+from pyroute2.netlink import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+)
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nlsocket import NetlinkRequest
+from pyroute2.netlink.marshal import Marshal
 from pyroute2.netlink.rtnl import (
     RTM_DELLINK,
     RTM_DELQDISC,
@@ -48,10 +55,14 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWQDISC,
     RTM_NEWTCLASS,
     RTM_NEWTFILTER,
+    RTM_SETLINK,
+    RTM_VALUES,
 )
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.tcmsg import tcmsg
+from pyroute2.requests.link import LinkFieldFilter, LinkIPRouteFilter
+from pyroute2.requests.main import RequestProcessor
+from pyroute2.requests.tc import TcIPRouteFilter, TcRequestFilter
 
 SOL_NETLINK = 270
 NETLINK_EXT_ACK = 11
@@ -76,6 +87,64 @@ _LINK_COMMANDS = {
     "del": (RTM_DELLINK, "req"),
     "get": (RTM_GETLINK, "get"),
 }
+
+
+#: NetlinkRequest.flags, for the modes hostchaos sends
+_FLAGS = {
+    "get": NLM_F_REQUEST | NLM_F_ACK,
+    "req": NLM_F_REQUEST | NLM_F_ACK,
+    "create": NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    "replace": NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE,
+}
+
+
+class _TcLinkMarshal(Marshal):  # type: ignore[misc]
+    """pyroute2's ``MarshalRtnl`` for the two message families hostchaos reads.
+
+    ``MarshalRtnl`` lives beside pyroute2's asyncio socket layer, which would load
+    asyncio, ssl and multiprocessing into every command; the decoding is the same.
+    """
+
+    msg_map: ClassVar[dict[int, Any]] = {
+        **dict.fromkeys((RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK), ifinfmsg),
+        **dict.fromkeys((RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC, RTM_NEWTCLASS,
+                         RTM_DELTCLASS, RTM_GETTCLASS, RTM_NEWTFILTER, RTM_DELTFILTER,
+                         RTM_GETTFILTER), tcmsg),
+    }
+
+    def fix_message(self, msg: Any) -> None:
+        name = RTM_VALUES.get(msg["header"]["type"])
+        if name is not None:
+            msg["event"] = name
+
+
+def _arguments(mode: str, command: str, query: dict[str, Any]) -> Any:
+    """``IPRoute``'s request processing of ``tc`` / ``link`` arguments (its request filters)."""
+    processor = RequestProcessor(context=query, prime=query)
+    filters = ([TcRequestFilter(), TcIPRouteFilter(command)] if mode == "tc"
+               else [LinkFieldFilter(), LinkIPRouteFilter(command)])
+    for request_filter in filters:
+        processor.add_filter(request_filter)
+    processor.finalize()
+    return processor
+
+
+def _built(msg: Any, msg_type: int, flags: int, arguments: Any) -> Any:
+    """``msg`` filled as ``NetlinkRequest`` fills it (header, fields, NLAs), sequence 0."""
+    msg["header"]["type"] = msg_type
+    msg["header"]["flags"] = flags
+    msg["header"]["sequence_number"] = 0
+    msg["header"]["pid"] = os.getpid()
+    msg.reset()
+    for field in msg.fields:
+        msg[field[0]] = arguments.get_value(field[0], default=0, mode="field")
+    for key, value in arguments.items():
+        nla = type(msg).name2nla(key)
+        if msg.valid_nla(nla) and value is not None:
+            msg["attrs"].append([nla, value])
+    if "attrs" in arguments:
+        msg["attrs"].extend(arguments["attrs"])
+    return msg
 
 
 def _refusal(error: object) -> NetlinkError | None:
@@ -136,9 +205,7 @@ class Rtnl:
             pass  # older kernels: errors come without the kernel's text
         self._sock.bind((0, 0))
         self._seq = 0
-        self._marshal = MarshalRtnl()
-        self._shim = SimpleNamespace(addr_pool=None, status={"nlm_echo": False}, epid=0,
-                                     marshal=self._marshal, exception_factory=None)
+        self._marshal = _TcLinkMarshal()
         #: requests sent to the kernel (each message of a batch counts), for benchmarks
         self.requests = 0
         #: datagrams sent (a batch is one)
@@ -175,9 +242,9 @@ class Rtnl:
     def _message(self, msg_class: Any, command: str, command_map: dict[str, tuple[int, str]],
                  mode: str, kwarg: dict[str, Any]) -> Request:
         def build() -> Any:
-            arguments = get_arguments_processor(mode, command, dict(kwarg))
-            return NetlinkRequest(self._shim, msg_class(), command, command_map, None,
-                                  arguments, msg_seq=0, msg_pid=0).msg
+            msg_type, flags_mode = command_map[command]
+            return _built(msg_class(), msg_type, _FLAGS[flags_mode],
+                          _arguments(mode, command, dict(kwarg)))
 
         return self._encoded(repr((mode, command, sorted(kwarg.items()))), build)
 
