@@ -47,7 +47,9 @@ def test_a_wall_clock_step_moves_no_deadline(
     assert "netem" in pair.tc_config()
     step_wall_clock(step)  # date -s / an NTP step on the whole VM
     ended_at_boot = None
-    while time.monotonic() - started < 30:  # the record says rolled-back once the host is back
+    # a liveness bound only (under TCG on a busy host the CLI and the rollback's netlink
+    # work each take seconds); the deadline is judged on the warden's decision below
+    while time.monotonic() - started < 120:
         (record,) = records(state_dir)
         if record["state"] == "rolled-back":
             ended_at_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
@@ -56,12 +58,18 @@ def test_a_wall_clock_step_moves_no_deadline(
     elapsed = time.monotonic() - started
     assert ended_at_boot is not None, "the fault was never rolled back"
     assert pair.tc_config() == before
+    # when the warden began the rollback, on the unstepped wall clock: its event's time
+    # is stepped wall time (the step came before the deadline, or the check fails below)
+    (event,) = [e for e in record["events"] if e["state"] == "rolling-back"]
+    decided = event["at"] - step
     # not ended early (+1 h), not kept past its deadline (-1 h): 10 s + 1 s
-    early, late = expires_boot - ended_at_boot, ended_at_boot - expires_boot
-    print(f"wall clock step {step:+g}s: rolled back {late:.3f}s after the deadline, "
+    early, late = record["expires_at"] - decided, decided - record["expires_at"]
+    print(f"wall clock step {step:+g}s: rollback began {late:.3f}s after the deadline, "
+          f"ended {ended_at_boot - expires_boot:.3f}s after it (seen by polling), "
           f"{elapsed:.3f}s after the inject command started")
     assert early <= 0.01, f"rolled back {early:.2f}s early"
     assert late <= 1.0, f"rolled back {late:.2f}s late"
+    assert ended_at_boot >= expires_boot
     assert 9.9 <= elapsed, elapsed
     assert record["id"] == fault_id and record["state"] == "rolled-back"
     assert record["end_reason"] == "deadline reached"
