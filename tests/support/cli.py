@@ -42,6 +42,12 @@ def open_records(state_dir: Path) -> list[dict[str, Any]]:
     return [r for r in records(state_dir) if r["state"] not in ("rolled-back", "failed")]
 
 
+def rollback_began_at(record: dict[str, Any]) -> float:
+    """When a rollback of ``record`` began (wall clock, as stored): its ``rolling-back`` event."""
+    (event,) = [e for e in record["events"] if e["state"] == "rolling-back"]
+    return float(event["at"])
+
+
 def injected(*args: str, state_dir: Path, env: dict[str, str] | None = None) -> str:
     """Run `hostchaos inject ARGS --json`, which must succeed; the new fault's id."""
     result = hostchaos("inject", *args, "--json", state_dir=state_dir, env=env)

@@ -8,12 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hostchaos.sandbox import NetnsPair
-from tests.support.cli import hostchaos, open_records, records
+from tests.support.cli import hostchaos, open_records, records, rollback_began_at
 from tests.support.waiting import wait_for
 
 # undo notes a latency apply writes, in order: netns, root, class, filters
@@ -102,12 +101,6 @@ def test_kill_9_of_cli_and_warden_then_sweep(note: int, pair: NetnsPair, state_d
     assert_nothing_left(pair, state_dir, before)  # ...until sweep
 
 
-def decided_at(record: dict[str, Any]) -> float:
-    """When the warden began the rollback (wall clock): its ``rolling-back`` event."""
-    (event,) = [e for e in record["events"] if e["state"] == "rolling-back"]
-    return float(event["at"])
-
-
 def test_unrenewed_lease_ends_fault_within_6s(pair: NetnsPair, state_dir: Path) -> None:
     before = pair.tc_config()
     result = hostchaos("inject", "latency", "--netns", pair.a, "--iface", pair.iface_a,
@@ -120,9 +113,9 @@ def test_unrenewed_lease_ends_fault_within_6s(pair: NetnsPair, state_dir: Path) 
     assert record["end_reason"] == "lease expired without renewal"
     # the warden's part, judged on its decision: not before the lease ran out, and within
     # 1 s of it; what the kernel work then took is the VM's speed, printed
-    late = decided_at(record) - record["lease_expires_at"]
+    late = rollback_began_at(record) - record["lease_expires_at"]
     print(f"lease: rollback began {late:.3f}s after the lease ran out and took "
-          f"{record['ended_at'] - decided_at(record):.3f}s")
+          f"{record['ended_at'] - rollback_began_at(record):.3f}s")
     assert 0.0 <= late <= 1.0, late
     assert record["lease_expires_at"] - record["created_at"] == pytest.approx(5.0, abs=0.01)
     assert_nothing_left(pair, state_dir, before)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hostchaos.sandbox import NetnsPair
-from tests.support.cli import hostchaos, records
+from tests.support.cli import hostchaos, records, rollback_began_at
 
 
 @pytest.fixture
@@ -60,8 +60,7 @@ def test_a_wall_clock_step_moves_no_deadline(
     assert pair.tc_config() == before
     # when the warden began the rollback, on the unstepped wall clock: its event's time
     # is stepped wall time (the step came before the deadline, or the check fails below)
-    (event,) = [e for e in record["events"] if e["state"] == "rolling-back"]
-    decided = event["at"] - step
+    decided = rollback_began_at(record) - step
     # not ended early (+1 h), not kept past its deadline (-1 h): 10 s + 1 s
     early, late = record["expires_at"] - decided, decided - record["expires_at"]
     print(f"wall clock step {step:+g}s: rollback began {late:.3f}s after the deadline, "
