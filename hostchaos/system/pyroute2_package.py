@@ -18,6 +18,7 @@ uses pyroute2's public API sees no difference.
 
 from __future__ import annotations
 
+import _thread
 import importlib
 import importlib.machinery
 import sys
@@ -46,6 +47,10 @@ class _DeferredInit:
     def exec_module(self, package: ModuleType) -> None:
         loader = self._loader
         initialised = False
+        # threads asking at once (the torture lanes making sandboxes, an agent's threads):
+        # the others wait for the one running __init__ instead of finding the name missing.
+        # Reentrant: __init__'s own imports may ask the package for a name not yet defined.
+        lock = _thread.RLock()
 
         def __getattr__(name: str) -> Any:  # the PEP 562 module hook
             nonlocal initialised
@@ -53,9 +58,10 @@ class _DeferredInit:
                 submodule = f"{NAME}.{name}"
                 if importlib.machinery.PathFinder.find_spec(submodule, package.__path__):
                     return importlib.import_module(submodule)
-            if not initialised:
-                initialised = True
-                loader.exec_module(package)
+            with lock:
+                if not initialised:
+                    initialised = True
+                    loader.exec_module(package)
                 if name in package.__dict__:
                     return package.__dict__[name]
             raise AttributeError(f"module {NAME!r} has no attribute {name!r}")

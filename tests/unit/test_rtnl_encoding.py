@@ -177,3 +177,28 @@ def test_pyroute2_imported_first_is_left_alone() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
     assert out.split() == ["True", "True"]
+
+
+def test_threads_asking_for_a_public_name_at_once_all_get_it() -> None:
+    """The torture bench's lanes make their sandboxes in threads: while one ran pyroute2's
+    ``__init__`` for ``from pyroute2 import IPRoute``, the others got ImportError."""
+    probe = (
+        "import sys, threading\n"
+        "import hostchaos.system.rtnl\n"  # pyroute2's package, deferred
+        "from hostchaos.system import pyroute2_package\n"
+        "assert not pyroute2_package.fully_initialised(sys.modules['pyroute2'])\n"
+        "start, errors = threading.Barrier(8), []\n"
+        "def ask():\n"
+        "    start.wait()\n"
+        "    try:\n"
+        "        from pyroute2 import IPRoute, netns  # noqa: F401\n"
+        "    except ImportError as exc:\n"
+        "        errors.append(exc)\n"
+        "threads = [threading.Thread(target=ask) for _ in range(8)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(len(errors), errors[:1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.stdout.split(maxsplit=1)[0] == "0", out.stdout
