@@ -170,22 +170,11 @@ class NetworkFault(Fault):
     # -- peers in the same namespace ----------------------------------------------
     def _peer_notes_here(self, step: str) -> list[dict[str, Any]]:
         """``step`` notes of the other open faults in this fault's namespace."""
-        from hostchaos.faults.network_namespace import peer_identity, same_namespace
+        from hostchaos.faults.network_namespace import same_namespace
 
-        mine = self.identity
-        out: list[dict[str, Any]] = []
-        for peer in self.peers:
-            # rollback --all of n faults asks this n times of up to n peers: the identity
-            # test is inlined, same_namespace only judges peers without a noted identity
-            theirs = peer_identity(peer)
-            if mine is not None and theirs is not None:
-                if theirs != mine:
-                    continue
-            elif not same_namespace(mine, self.label, self.spec, peer):
-                continue
-            out.extend({"fault": peer.id, **note} for note in peer.notes
-                       if note.get("step") == step)
-        return out
+        return [{"fault": peer.id, **note} for peer in self.peers
+                if same_namespace(self.identity, self.label, self.spec, peer)
+                for note in peer.notes if note.get("step") == step]
 
     def _claimed_slots(self, device: str) -> set[int]:
         return {int(n["slot"]) for n in self._peer_notes_here("class")
