@@ -525,7 +525,15 @@ class Warden:
             self._push(boottime() + delay, fault_id, WORK, guarded.work_generation)
 
     def _exit_if_idle(self) -> bool:
-        """Under the state lock: no open record? Then let go of the warden lock (True)."""
+        """Under the state lock: no open record? Then let go of the warden lock (True).
+
+        A state directory removed while the warden idled holds no record to
+        guard: it lets go without taking the state lock, whose preparation
+        would make the directory again.
+        """
+        if not self.journal.faults_dir.is_dir():
+            self.lock.release()
+            return True
         try:
             with self.journal.locked(purpose="warden exit", timeout=0.5):
                 records, _ = self.journal.scan()

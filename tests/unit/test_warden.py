@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -147,6 +148,19 @@ def test_an_idle_warden_exits_and_lets_go_of_its_lock(state_dir: Path) -> None:
     assert time.monotonic() - started < 5
     assert holder(state_dir) is None
     assert WardenLock(state_dir).acquire()
+
+
+def test_an_idle_warden_leaves_a_removed_state_directory_removed(state_dir: Path) -> None:
+    engine = make_engine(state_dir)
+    engine.journal.prepare()
+    warden = Warden(engine, exit_when_idle=True, idle_seconds=0.3)
+    thread = threading.Thread(target=warden.run, daemon=True)
+    thread.start()
+    wait(lambda: warden.lock.held, 5)
+    shutil.rmtree(state_dir)  # an operator or a test's cleanup, while the warden idles
+    thread.join(10)
+    assert not thread.is_alive()
+    assert not state_dir.exists()
 
 
 def test_an_idle_warden_stays_while_a_fault_is_open(state_dir: Path, tmp_path: Path) -> None:
