@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,10 +72,6 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-
-
-
-
 def env_for(state: Path) -> dict[str, str]:
     return {**os.environ, "HOSTCHAOS_STATE_DIR": str(state),
             "HOSTCHAOS_SOCKET": str(state / "no-agent.sock"),
@@ -84,43 +81,68 @@ def env_for(state: Path) -> dict[str, str]:
 def one_size(kind: str, targets: list[str] | list[int], size: int,
              make_options: Callable[[object], dict[str, object]],
              restored: Callable[[object], bool]) -> dict[str, object]:
+    state = Path(tempfile.mkdtemp(prefix="hcscale-state-"))
+    os.environ.update(env_for(state))
+    engine = Engine(Config(state_dir=state), warden=OnDemand(state))
+    try:
+        return measure_size(engine, kind, targets, size, make_options, restored)
+    finally:
+        put_back_and_remove(engine)
+
+
+def put_back_and_remove(engine: Engine) -> None:
+    """Roll back what a failed round left, then remove the state directory only if it
+    holds no open record: deleting one beside its fault (or a mounted namespace
+    handle) would lose the fault."""
+    state = engine.journal.state_dir
+    if engine.journal.has_open_records():
+        done, errors = engine.rollback_all()
+        print(f"scale: cleanup rolled back {len(done)} fault(s), {len(errors)} error(s)",
+              file=sys.stderr)
+    deadline = time.monotonic() + 10
+    while holder(state) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if engine.journal.has_open_records():
+        print(f"scale: open records remain in {state}; kept for `hostchaos sweep`",
+              file=sys.stderr)
+        return
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def measure_size(engine: Engine, kind: str, targets: list[str] | list[int], size: int,
+                 make_options: Callable[[object], dict[str, object]],
+                 restored: Callable[[object], bool]) -> dict[str, object]:
     row: dict[str, object] = {"kind": kind, "faults": size}
-    with tempfile.TemporaryDirectory(prefix="hcscale-state-") as tmp:
-        state = Path(tmp)
-        os.environ.update(env_for(state))
-        engine = Engine(Config(state_dir=state), warden=OnDemand(state))
-        for round_name in ("engine", "cli"):
-            started, cpu = time.monotonic(), cpu_seconds("engine")
-            for target in targets[:size]:
-                engine.inject(spec_from_options(kind, make_options(target)), 600)
-            row[f"apply_all_{round_name}_round_s"] = round(time.monotonic() - started, 3)
-            row[f"apply_all_{round_name}_round_cpu_s"] = round(cpu_seconds("engine") - cpu, 3)
-            warden = holder(state)
-            assert warden is not None and warden.pid > 0
-            row[f"warden_rss_mib_{round_name}_round"] = round(rss_kib(warden.pid) / 1024, 1)
-            started, cpu = time.monotonic(), cpu_seconds(round_name)
-            if round_name == "engine":
-                done, errors = engine.rollback_all()
-                assert len(done) == size and not errors, errors
-            else:
-                result = subprocess.run([sys.executable, "-m", "hostchaos", "rollback", "--all",
-                                         "--json"], cwd=REPO, env=env_for(state),
-                                        capture_output=True, text=True)
-                assert result.returncode == 0, result.stderr
-                assert len(json.loads(result.stdout)["rolled_back"]) == size
-            row[f"rollback_all_{round_name}_s"] = round(time.monotonic() - started, 3)
-            row[f"rollback_all_{round_name}_cpu_s"] = round(cpu_seconds(round_name) - cpu, 3)
-            step = max(size // 20, 1)
-            checked = targets[:size:step]
-            row[f"restored_{round_name}_round"] = f"{sum(map(restored, checked))}/{len(checked)}"
-            assert not engine.journal.has_open_records()
-        row["apply_all_s"] = row["apply_all_engine_round_s"]
-        row["rollback_all_s"] = row["rollback_all_cli_s"]
-        row["rss_mib"] = {"warden": max(row["warden_rss_mib_engine_round"],  # type: ignore[type-var]
-                                        row["warden_rss_mib_cli_round"])}
-        deadline = time.monotonic() + 10
-        while holder(state) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
+    state = engine.journal.state_dir
+    for round_name in ("engine", "cli"):
+        started, cpu = time.monotonic(), cpu_seconds("engine")
+        for target in targets[:size]:
+            engine.inject(spec_from_options(kind, make_options(target)), 600)
+        row[f"apply_all_{round_name}_round_s"] = round(time.monotonic() - started, 3)
+        row[f"apply_all_{round_name}_round_cpu_s"] = round(cpu_seconds("engine") - cpu, 3)
+        warden = holder(state)
+        assert warden is not None and warden.pid > 0
+        row[f"warden_rss_mib_{round_name}_round"] = round(rss_kib(warden.pid) / 1024, 1)
+        started, cpu = time.monotonic(), cpu_seconds(round_name)
+        if round_name == "engine":
+            done, errors = engine.rollback_all()
+            assert len(done) == size and not errors, errors
+        else:
+            result = subprocess.run([sys.executable, "-m", "hostchaos", "rollback", "--all",
+                                     "--json"], cwd=REPO, env=env_for(state),
+                                    capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr
+            assert len(json.loads(result.stdout)["rolled_back"]) == size
+        row[f"rollback_all_{round_name}_s"] = round(time.monotonic() - started, 3)
+        row[f"rollback_all_{round_name}_cpu_s"] = round(cpu_seconds(round_name) - cpu, 3)
+        step = max(size // 20, 1)
+        checked = targets[:size:step]
+        row[f"restored_{round_name}_round"] = f"{sum(map(restored, checked))}/{len(checked)}"
+        assert not engine.journal.has_open_records()
+    row["apply_all_s"] = row["apply_all_engine_round_s"]
+    row["rollback_all_s"] = row["rollback_all_cli_s"]
+    row["rss_mib"] = {"warden": max(row["warden_rss_mib_engine_round"],  # type: ignore[type-var]
+                                    row["warden_rss_mib_cli_round"])}
     return row
 
 
