@@ -189,7 +189,9 @@ class Engine:
             record.transition(ACTIVE)
             record.actor = None
             try:
-                self.journal.save(record)
+                # the copy keeps the notes as applying wrote them: a fault salvaged from it
+                # reads as applying and is rolled back when its actor is gone, or at its deadline
+                self.journal.save(record, with_copy=False)
             except JournalError as exc:  # the fault is on the host but not marked active
                 self._abort_apply(fault, record, exc)
                 raise

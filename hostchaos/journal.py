@@ -134,6 +134,7 @@ class Journal:
         self.state_dir = state_dir
         self.faults_dir = state_dir / "faults"
         self.ended_dir = self.faults_dir / "ended"
+        self._proved: tuple[int, int] | None = None  # (st_dev, st_ino) written to by prepare
 
     # -- setup -------------------------------------------------------------
     def prepare(self) -> None:
@@ -147,12 +148,18 @@ class Journal:
         try:
             if not self.state_dir.parent.exists():
                 os.makedirs(self.state_dir.parent, mode=0o755, exist_ok=True)
-            for directory in (self.state_dir, self.faults_dir, self.ended_dir):
-                self._private_dir(directory)
-            probe = self.faults_dir / f".probe.{os.getpid()}.{os.urandom(4).hex()}"
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
-            os.close(fd)
-            probe.unlink()
+            info = [self._private_dir(d) for d in (self.state_dir, self.faults_dir,
+                                                    self.ended_dir)][1]
+            if os.statvfs(self.faults_dir).f_flag & os.ST_RDONLY:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            # a write is proved once per directory: creating a file costs more than the
+            # rest of prepare together on some disks, and the first note proves it again
+            if self._proved != (info.st_dev, info.st_ino):
+                probe = self.faults_dir / f".probe.{os.getpid()}.{os.urandom(4).hex()}"
+                fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
+                os.close(fd)
+                probe.unlink()
+                self._proved = (info.st_dev, info.st_ino)
         except OSError as exc:
             raise JournalError(
                 f"state directory {self.state_dir} is not writable ({exc.strerror}); "
@@ -160,7 +167,7 @@ class Journal:
             ) from exc
 
     @staticmethod
-    def _private_dir(directory: Path) -> None:
+    def _private_dir(directory: Path) -> os.stat_result:
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory, 0o700)
         info = os.lstat(directory)
@@ -176,6 +183,7 @@ class Journal:
         if info.st_mode & 0o022:
             raise JournalError(f"state directory {directory} is writable by other users (mode "
                                f"{stat.S_IMODE(info.st_mode):04o}); fix: chmod 700 {directory}")
+        return info
 
     # -- the lock ------------------------------------------------------------
     def locked(self, *, purpose: str = "", timeout: float = LOCK_TIMEOUT
@@ -200,8 +208,9 @@ class Journal:
         A record that ends moves to ``ended/``: written there first, then the open
         copy is unlinked, so a crash in between leaves both and readers prefer the
         ended one. ``with_copy=False`` leaves the last good copy as it was (used
-        when a rollback starts: the copy's notes are the same, and a fault read
-        from it is rolled back again, which is idempotent).
+        when an apply ends and when a rollback starts: the copy's notes are the
+        same, and a fault read from it is rolled back, again or early, which is
+        idempotent and errs towards the host as it was).
         """
         if durable is None:
             durable = record.survives_reboot
@@ -308,11 +317,9 @@ class Journal:
         """Open records (and ended ones if asked), oldest first, plus unreadable ones."""
         good: list[FaultRecord] = []
         bad: list[UnreadableRecord] = []
-        ended_names = self.record_names(ended=True)
-        skip = set(ended_names)  # a crash mid-move: the ended copy wins
-        paths = [self.faults_dir / name for name in self.record_names() if name not in skip]
+        paths = [self.faults_dir / name for name in self.open_names()]
         if include_ended:
-            paths += [self.ended_dir / name for name in ended_names]
+            paths += [self.ended_dir / name for name in self.record_names(ended=True)]
         for path in paths:
             try:
                 good.append(self._read_or_copy(path))
@@ -334,10 +341,20 @@ class Journal:
             raise JournalError(f"cannot list {directory}: {exc.strerror}") from exc
         return sorted(n for n in names if n.endswith(".json") and not n.startswith("."))
 
+    def open_names(self) -> list[str]:
+        """File names of the open records, sorted; no file is read.
+
+        A name also in ``ended/`` (a crash mid-move: the ended copy wins) is
+        left out. Each open name is looked up there, rather than ``ended/``
+        listed: it holds a week of history, the open directory a few faults.
+        """
+        ended = str(self.ended_dir)
+        return [name for name in self.record_names()
+                if not os.path.lexists(f"{ended}/{name}")]
+
     def has_open_records(self) -> bool:
         """Whether any open record file exists (one directory listing)."""
-        ended = set(self.record_names(ended=True))
-        return any(name not in ended for name in self.record_names())
+        return bool(self.open_names())
 
     def read_path(self, path: Path) -> FaultRecord:
         """The record in ``path`` (or its copy); FileNotFoundError, RecordUnreadable."""

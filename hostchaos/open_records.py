@@ -89,15 +89,12 @@ class OpenRecordCache(Generic[T]):
 
     def _list(self) -> None:
         self.listings += 1
-        names = self.journal.record_names()
+        names = self.journal.open_names()
         if len(names) >= self.watch_from and self._watch is None:
             self._start_watch()
-            names = self.journal.record_names()  # what changed meanwhile is now seen twice
-        ended = set(self.journal.record_names(ended=True))
+            names = self.journal.open_names()  # what changed meanwhile is now seen twice
         kept: dict[str, tuple[_Key, float, T | None]] = {}
         for name in names:
-            if name in ended:  # a crash mid-move: the ended copy wins
-                continue
             entry = self._read(name, self._entries.get(name))
             if entry is not None:
                 kept[name] = entry

@@ -220,9 +220,7 @@ class FaultService:
 
     def open_count(self) -> int:
         """Open record files (none is read: the CLI asks /v1/health before each command)."""
-        journal = self.engine.journal
-        return sum(1 for name in journal.record_names()  # an ended copy wins (crash mid-move)
-                   if not os.path.lexists(journal.ended_dir / name))
+        return len(self.engine.journal.open_names())
 
     # -- bookkeeping -----------------------------------------------------------------
     def _log(self, priority: int, text: str, **fields: Any) -> None:

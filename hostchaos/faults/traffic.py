@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -33,11 +34,14 @@ from hostchaos.faults.traffic_spec import (
 
 S = TypeVar("S", bound=NetworkSpec)
 
+#: how long what preflight read of a tree may stand in for apply's own dump
+SIGHTING_SECONDS = 0.5
+
 if TYPE_CHECKING:
     from hostchaos.faults.network_namespace import Prelude
     from hostchaos.journal import UndoLog
     from hostchaos.system.namespaces import NetnsIdentity
-    from hostchaos.system.netlink import FilterSet
+    from hostchaos.system.netlink import FilterSet, QdiscInfo
     from hostchaos.system.tc_namespace import Namespace
     from hostchaos.system.u32 import Match
 
@@ -101,6 +105,8 @@ class NetworkFault(Fault):
     identity: NetnsIdentity | None = None
     #: how the target was named (``default``, ``blue``, ``pid 42``), for messages
     label: str | None = None
+    #: the egress qdiscs preflight read, and where and when (see :meth:`_sighted`)
+    _sighting: tuple[NetnsIdentity, str, float, list[QdiscInfo]] | None = None
 
     needs = ("root", "sch_netem", "sch_htb", "cls_u32")
     notes_first = True
@@ -139,7 +145,12 @@ class NetworkFault(Fault):
         with network_namespace.peek(self.spec, self.identity) as ns:
             tree = ns.tree(self.spec.iface)
             if "egress" in self.spec.directions() and not self.spec.force:
-                tree.check_root_replaceable()
+                qdiscs = tree.egress_qdiscs()
+                foreign = tree.foreign_root(qdiscs)
+                if foreign is not None:
+                    tree.check_root_replaceable(foreign)  # raises ConflictError
+                if self.identity is not None:
+                    self._sighting = (self.identity, self.spec.iface, time.monotonic(), qdiscs)
             if "ingress" in self.spec.directions():
                 name, _index = ns.ifb_for(self.spec.iface)
                 ns.check_ifb_free(self.spec.iface, ours=self._ifb_of_peer(name))
@@ -265,12 +276,13 @@ class NetworkFault(Fault):
         when no class is left on it).
         """
         tree = ns.tree(device)
-        qdiscs = tree.egress_qdiscs()
+        sighted = self._sighted(device, direction)
+        qdiscs = sighted if sighted is not None else tree.egress_qdiscs()
         original = tree.root(qdiscs)
         notes: list[tuple[str, dict[str, Any]]] = []
         fresh = original is None or not original.is_hostchaos
         foreign = None
-        if fresh:
+        if fresh and sighted is None:  # a sighted tree had no foreign root
             foreign = tree.foreign_root(qdiscs)
             if foreign is not None and not (self.spec.force and direction == "egress"):
                 tree.check_root_replaceable(foreign)  # raises ConflictError
@@ -297,6 +309,22 @@ class NetworkFault(Fault):
             tree.delete_foreign_root(foreign)
         tree.build_fault(slot, self.leaf_kind, self.leaf_options(tree.mtu()), filters,
                          create_root=fresh)
+
+    def _sighted(self, device: str, direction: str) -> list[QdiscInfo] | None:
+        """The egress qdiscs preflight read on ``device``, if apply follows it at once.
+
+        Preflight and apply run under one hold of the state lock, so no other
+        hostchaos command changed the tree between them; a change made meanwhile
+        by anyone else races apply's own dump just the same. Used once, and only
+        within SIGHTING_SECONDS, in the namespace preflight read.
+        """
+        if direction != "egress" or self._sighting is None:
+            return None
+        (identity, iface, when, qdiscs), self._sighting = self._sighting, None
+        if (identity != self.identity or iface != device
+                or time.monotonic() - when > SIGHTING_SECONDS):
+            return None
+        return qdiscs
 
     # -- rollback --------------------------------------------------------------------
     def rollback(self, undo: UndoLog) -> None:

@@ -147,3 +147,42 @@ def test_engine_conflict_on_same_interface_is_checked_before_preflight(
     journal.save(record)
     with pytest.raises(ConflictError, match="hc-latency-00001111"):
         Engine(Config(state_dir=state_dir)).inject(spec, 10)
+
+
+class RootMadeMeanwhile:
+    """Stands in for the warden: its ``ensure`` (between preflight and apply) is the
+    moment someone else sets up a root qdisc on the device with `tc`."""
+
+    def __init__(self, pair: NetnsPair) -> None:
+        self.pair = pair
+
+    def prestart(self, kind: str | None = None) -> None:
+        pass
+
+    def ensure(self) -> ProcessRef:
+        subprocess.run(["ip", "netns", "exec", self.pair.a, "tc", "qdisc", "add", "dev",
+                        self.pair.iface_a, "root", "handle", "1:", "htb", "default", "10"],
+                       check=True)
+        return ProcessRef.current()
+
+
+@pytest.mark.parametrize("sighting_seconds", [0.0, 60.0], ids=["redumped", "sighted"])
+def test_a_root_set_up_between_preflight_and_apply_is_left_alone(
+        pair: NetnsPair, state_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        sighting_seconds: float) -> None:
+    """Apply reuses preflight's dump of the tree only briefly; either way a root someone
+    else made meanwhile is never replaced: apply's own dump refuses it, and a dump it
+    did not make is covered by the kernel refusing to create a second root."""
+    from hostchaos.errors import HostchaosError
+    from hostchaos.faults import traffic
+    from hostchaos.faults.rate import RateSpec
+
+    monkeypatch.setattr(traffic, "SIGHTING_SECONDS", sighting_seconds)
+    engine = Engine(Config(state_dir=state_dir), warden=RootMadeMeanwhile(pair))
+    with pytest.raises(HostchaosError) as raised:
+        engine.inject(RateSpec(iface=pair.iface_a, netns=pair.a, rate="1mbit"), 30)
+    if sighting_seconds == 0.0:
+        assert isinstance(raised.value, ConflictError) and "someone else" in str(raised.value)
+    config = pair.tc_config()
+    assert "htb 1: root" in config and "4843" not in config and "4901" not in config
+    assert not engine.journal.has_open_records()
