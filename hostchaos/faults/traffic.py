@@ -282,8 +282,9 @@ class NetworkFault(Fault):
         notes: list[tuple[str, dict[str, Any]]] = []
         fresh = original is None or not original.is_hostchaos
         foreign = None
-        if fresh and sighted is None:  # a sighted tree had no foreign root
-            foreign = tree.foreign_root(qdiscs)
+        if fresh:
+            if sighted is None:  # preflight refused a sighted tree with a foreign root
+                foreign = tree.foreign_root(qdiscs)
             if foreign is not None and not (self.spec.force and direction == "egress"):
                 tree.check_root_replaceable(foreign)  # raises ConflictError
             notes.append(("root", {"device": device,
