@@ -86,6 +86,7 @@ from hostchaos.records import (
 )
 from hostchaos.statelock import LOCK_TIMEOUT, StateLock
 from hostchaos.statelock import LockBusy as LockBusy
+from hostchaos.system import procs
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -395,7 +396,8 @@ class Journal:
                 tail = name.split(".tmp.", 1)[-1] if ".tmp." in name \
                     else name.split(".probe.", 1)[-1]
                 pid = tail.split(".", 1)[0]
-                if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
+                # a zombie writer is dead too: its killer's parent may not have reaped it yet
+                if not pid.isdigit() or not procs.exists(int(pid)):
                     stale.append(directory / name)
         return sorted(stale)
 

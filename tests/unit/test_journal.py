@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from hostchaos.errors import JournalError, TargetNotFoundError
 from hostchaos.journal import ACTIVE, FaultRecord, Journal, UndoLog
+from hostchaos.system import procs
 from hostchaos.system.procs import ProcessRef, boot_id
 
 
@@ -54,6 +58,30 @@ def test_torn_tmp_file_and_missing_rename_leave_last_good_record(state_dir: Path
     records, bad = journal.scan()
     assert [r.id for r in records] == [record.id] and bad == []
     assert journal.stale_temp_files() == [tmp]
+
+
+def test_temp_file_of_a_killed_writer_not_yet_reaped_is_stale(state_dir: Path) -> None:
+    """A SIGKILLed writer stays a zombie until its parent reaps it: it writes no more."""
+    journal = Journal(state_dir)
+    journal.prepare()
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    try:
+        tmp = state_dir / "faults" / f".hc-fake-00000001.json.copy.tmp.{child}.0badf00d"
+        tmp.write_text('{"id": "hc-fake-00000001", "sta')
+        assert journal.stale_temp_files() == []  # a live writer's file is its own
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while procs.state_letter(child) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert procs.state_letter(child) == "Z"
+        assert journal.stale_temp_files() == [tmp]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
 
 
 def test_torn_record_is_reported_not_fatal(state_dir: Path) -> None:
