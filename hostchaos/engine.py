@@ -217,15 +217,16 @@ class Engine:
                     record.holder = holder
                     self.journal.save(record)
 
-    def peers(self) -> list[Peer]:
+    def peers(self, *, leaving: str | None = None) -> list[Peer]:
         """Every open fault the journal can read, with its spec where it still validates.
 
         Read afresh every time, but only what changed since the last call is
         parsed again (:class:`~hostchaos.open_records.OpenRecordCache`): a
         warden rolling back a thousand faults would otherwise parse a thousand
-        records for each.
+        records for each. ``leaving``: a fault being rolled back, left out
+        unread (it is not its own peer).
         """
-        return self._open_records.current()
+        return self._open_records.current(leaving=leaving)
 
     def _peer_of(self, record: FaultRecord) -> Peer | None:
         found = self._peers_of([record])
@@ -272,7 +273,7 @@ class Engine:
         with self._locked(f"rollback {fault_id}"):
             record = self._load_or(fault_id, last_good)
             if record.is_open:
-                self._rollback_locked(record, reason, self.peers())
+                self._rollback_locked(record, reason, self.peers(leaving=record.id))
             return record
 
     def _load_or(self, fault_id: str, last_good: FaultRecord | None) -> FaultRecord:

@@ -86,7 +86,7 @@ from hostchaos.records import (
 )
 from hostchaos.statelock import LOCK_TIMEOUT, StateLock
 from hostchaos.statelock import LockBusy as LockBusy
-from hostchaos.system import procs
+from hostchaos.system import procs, renames
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -217,7 +217,7 @@ class Journal:
             durable = record.survives_reboot
         ended = not record.is_open
         final = self.path_of(record.id, ended=ended)
-        data = json.dumps(record.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+        data = json.dumps(record.to_dict(), separators=(",", ":")).encode()
         try:
             self._replace(final, data, durable)
             if ended:
@@ -244,7 +244,7 @@ class Journal:
             raise
         os.close(fd)
         try:
-            os.rename(tmp, path)  # replaces a planted symlink itself, never its target
+            renames.replace(str(tmp), str(path))  # a planted symlink is replaced, not followed
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()

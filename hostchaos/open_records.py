@@ -63,16 +63,21 @@ class OpenRecordCache(Generic[T]):
     def watching(self) -> bool:
         return self._watch is not None
 
-    def current(self) -> list[T]:
+    def current(self, *, leaving: str | None = None) -> list[T]:
+        """The open records' derived values; ``leaving``: the id of one about to close (a
+        rollback's own fault), left out without being read again."""
+        skip = f"{leaving}.json" if leaving else None
         if self._watch is not None:
             names = self._watch.read()
             if not self._watch.overflowed:
                 for name in names:
-                    if name.endswith(".json") and not name.startswith("."):
+                    if name.endswith(".json") and not name.startswith(".") and name != skip:
                         self._look_at(name)
+                if skip is not None:
+                    self._entries.pop(skip, None)
                 return self._values()
             self.close()
-        self._list()
+        self._list(skip)
         return self._values()
 
     def close(self) -> None:
@@ -87,7 +92,7 @@ class OpenRecordCache(Generic[T]):
                          key=lambda entry: entry[1])
         return [value for _, _, value in ordered if value is not None]
 
-    def _list(self) -> None:
+    def _list(self, skip: str | None = None) -> None:
         self.listings += 1
         names = self.journal.open_names()
         if len(names) >= self.watch_from and self._watch is None:
@@ -95,6 +100,8 @@ class OpenRecordCache(Generic[T]):
             names = self.journal.open_names()  # what changed meanwhile is now seen twice
         kept: dict[str, tuple[_Key, float, T | None]] = {}
         for name in names:
+            if name == skip:
+                continue
             entry = self._read(name, self._entries.get(name))
             if entry is not None:
                 kept[name] = entry

@@ -17,6 +17,7 @@ written by another version may hold a spec this version no longer accepts).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -35,7 +36,9 @@ class Spec:
     kind: ClassVar[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings as plain data (what a record keeps): ``dataclasses.asdict`` without
+        its deep copy of every value, which costs more than writing the record."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -191,3 +194,17 @@ def require(condition: bool, message: str) -> None:
     """Raise SpecError(message) unless ``condition`` holds. For ``__post_init__``."""
     if not condition:
         raise SpecError(message)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as ``dataclasses.asdict`` returns it: containers copied, dataclasses as dicts."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return copy.deepcopy(value)
+

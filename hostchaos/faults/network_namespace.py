@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,14 +98,53 @@ def _path_for(fd: int, identity: NetnsIdentity) -> str | None:
     return None if namespaces.own() == identity else f"/proc/self/fd/{fd}"
 
 
-@contextmanager
-def peek(spec: NetworkSpec, expected: NetnsIdentity | None) -> Iterator[Namespace]:
-    """The target namespace, for reading (preflight): no note, no handle."""
+class Held:
+    """The target namespace opened for reading (preflight): a descriptor, its identity and
+    a netlink connection inside it; no note, no handle.
+
+    Preflight hands it to apply when apply follows at once (see
+    :func:`enter_for_apply`), which saves opening the namespace twice;
+    whoever ends with it closes it (and it closes itself when dropped).
+    """
+
+    def __init__(self, fd: int, identity: NetnsIdentity, ns: Namespace,
+                 stack: ExitStack) -> None:
+        self.fd, self.identity, self.ns = fd, identity, ns
+        self._stack: ExitStack | None = stack
+
+    def close(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def __del__(self) -> None:
+        with suppress(Exception):
+            self.close()
+
+
+def hold(spec: NetworkSpec, expected: NetnsIdentity | None) -> Held:
+    """Open the target namespace for reading; TargetNotFoundError as :func:`open_resolved`."""
     from hostchaos.system import tc_namespace
 
-    with open_resolved(spec, expected) as (fd, identity), \
-            tc_namespace.open_namespace(_path_for(fd, identity), spec.where()) as ns:
-        yield ns
+    stack = ExitStack()
+    try:
+        fd, identity = stack.enter_context(open_resolved(spec, expected))
+        ns = stack.enter_context(tc_namespace.open_namespace(_path_for(fd, identity),
+                                                             spec.where()))
+    except BaseException:
+        stack.close()
+        raise
+    return Held(fd, identity, ns, stack)
+
+
+@contextmanager
+def peek(spec: NetworkSpec, expected: NetnsIdentity | None) -> Iterator[Namespace]:
+    """The target namespace, for reading: no note, no handle."""
+    held = hold(spec, expected)
+    try:
+        yield held.ns
+    finally:
+        held.close()
 
 
 class Prelude:
@@ -135,12 +174,25 @@ class Prelude:
 
 @contextmanager
 def enter_for_apply(spec: NetworkSpec, expected: NetnsIdentity | None, fault_id: str,
-                    handle_dir: Path) -> Iterator[tuple[Namespace, NetnsIdentity, Prelude]]:
+                    handle_dir: Path, held: Held | None = None
+                    ) -> Iterator[tuple[Namespace, NetnsIdentity, Prelude]]:
     """Open the target namespace for apply; the :class:`Prelude` notes it and takes a
-    handle on it before the first change."""
+    handle on it before the first change.
+
+    ``held``: the namespace as preflight opened it (under the same hold of the
+    state lock), used instead of opening it again when it is the one expected;
+    closed at the end either way.
+    """
     from hostchaos.system import namespaces, tc_namespace
 
-    with open_resolved(spec, expected) as (fd, identity):
+    with ExitStack() as stack:
+        ns: Namespace | None = None
+        if held is not None:
+            stack.callback(held.close)
+            if expected is None or held.identity == expected:
+                fd, identity, ns = held.fd, held.identity, held.ns
+        if ns is None:
+            fd, identity = stack.enter_context(open_resolved(spec, expected))
         handle = None if identity == namespaces.initial() else handle_dir / fault_id
 
         def make_handle() -> None:
@@ -149,8 +201,10 @@ def enter_for_apply(spec: NetworkSpec, expected: NetnsIdentity | None, fault_id:
 
         prelude = Prelude({**identity.to_note(), "label": spec.where(),
                            "handle": str(handle) if handle else None}, make_handle)
-        with tc_namespace.open_namespace(_path_for(fd, identity), spec.where()) as ns:
-            yield ns, identity, prelude
+        if ns is None:
+            ns = stack.enter_context(tc_namespace.open_namespace(_path_for(fd, identity),
+                                                                 spec.where()))
+        yield ns, identity, prelude
 
 
 def netns_note(notes: list[dict[str, Any]]) -> dict[str, Any] | None:

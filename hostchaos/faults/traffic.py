@@ -38,7 +38,7 @@ S = TypeVar("S", bound=NetworkSpec)
 SIGHTING_SECONDS = 0.5
 
 if TYPE_CHECKING:
-    from hostchaos.faults.network_namespace import Prelude
+    from hostchaos.faults.network_namespace import Held, Prelude
     from hostchaos.journal import UndoLog
     from hostchaos.system.namespaces import NetnsIdentity
     from hostchaos.system.netlink import FilterSet, QdiscInfo
@@ -107,6 +107,8 @@ class NetworkFault(Fault):
     label: str | None = None
     #: the egress qdiscs preflight read, and where and when (see :meth:`_sighted`)
     _sighting: tuple[NetnsIdentity, str, float, list[QdiscInfo]] | None = None
+    #: the namespace preflight opened, and when (see :meth:`_take_held`)
+    _held: tuple[Held, float] | None = None
 
     needs = ("root", "sch_netem", "sch_htb", "cls_u32")
     notes_first = True
@@ -142,7 +144,10 @@ class NetworkFault(Fault):
         root = capabilities.is_root()
         if not root.ok:
             raise PreconditionError(f"network faults need root ({root.detail}): {root.fix}")
-        with network_namespace.peek(self.spec, self.identity) as ns:
+        self._release_held()
+        held = network_namespace.hold(self.spec, self.identity)
+        try:
+            ns = held.ns
             tree = ns.tree(self.spec.iface)
             if "egress" in self.spec.directions() and not self.spec.force:
                 qdiscs = tree.egress_qdiscs()
@@ -154,6 +159,18 @@ class NetworkFault(Fault):
             if "ingress" in self.spec.directions():
                 name, _index = ns.ifb_for(self.spec.iface)
                 ns.check_ifb_free(self.spec.iface, ours=self._ifb_of_peer(name))
+            self._preflight_modules()
+        except BaseException:
+            held.close()
+            raise
+        if self.identity is None:
+            held.close()
+        else:  # apply, if it follows at once, works through it (see _take_held)
+            self._held = (held, time.monotonic())
+
+    def _preflight_modules(self) -> None:
+        from hostchaos.system import capabilities
+
         if self.leaf_kind == "netem":
             netem = capabilities.netem()
             if not netem.ok:
@@ -254,7 +271,7 @@ class NetworkFault(Fault):
         state_dir = undo.journal.state_dir if undo.journal else Config.load().state_dir
         with network_namespace.enter_for_apply(
                 self.spec, self.identity, undo.record.id,
-                state_dir / "netns") as (ns, identity, prelude):
+                state_dir / "netns", held=self._take_held()) as (ns, identity, prelude):
             self.identity, self.label = identity, self.spec.where()
             for direction in self.spec.directions():
                 device = self.spec.iface
@@ -310,6 +327,22 @@ class NetworkFault(Fault):
             tree.delete_foreign_root(foreign)
         tree.build_fault(slot, self.leaf_kind, self.leaf_options(tree.mtu()), filters,
                          create_root=fresh)
+
+    def _take_held(self) -> Held | None:
+        """The namespace preflight opened, if apply follows it within SIGHTING_SECONDS (under
+        the same hold of the state lock); used once."""
+        held, self._held = self._held, None
+        if held is None:
+            return None
+        if time.monotonic() - held[1] > SIGHTING_SECONDS:
+            held[0].close()
+            return None
+        return held[0]
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held[0].close()
 
     def _sighted(self, device: str, direction: str) -> list[QdiscInfo] | None:
         """The egress qdiscs preflight read on ``device``, if apply follows it at once.

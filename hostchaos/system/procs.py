@@ -11,26 +11,35 @@ import os
 from dataclasses import dataclass
 
 
-def start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or None if it is gone."""
+def _stat(pid: int) -> bytes | None:
+    """The text of /proc/PID/stat, or None if the process is gone (one open, one read)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
+    try:
+        return os.read(fd, 4096)  # the kernel writes the whole line in one read
+    except (ProcessLookupError, OSError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def _after_comm(raw: bytes) -> list[bytes]:
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return raw[raw.rindex(b")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or None if it is gone."""
+    raw = _stat(pid)
+    return None if raw is None else int(_after_comm(raw)[19])
 
 
 def state_letter(pid: int) -> str | None:
     """The one-letter state of ``pid`` (R, S, T, Z ...) or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return raw[raw.rindex(b")") + 2 :].split()[0].decode()
+    raw = _stat(pid)
+    return None if raw is None else _after_comm(raw)[0].decode()
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,13 @@ class ProcessRef:
 
     @classmethod
     def current(cls) -> ProcessRef:
-        return cls.of(os.getpid())
+        """This process (read once per process: a fork's child reads its own)."""
+        pid = os.getpid()
+        known = _CURRENT.get(pid)
+        if known is None:
+            _CURRENT.clear()
+            known = _CURRENT[pid] = cls.of(pid)
+        return known
 
     @classmethod
     def of(cls, pid: int) -> ProcessRef:
@@ -52,9 +67,11 @@ class ProcessRef:
         return cls(pid, ticks)
 
     def alive(self) -> bool:
-        if start_ticks(self.pid) != self.start_ticks:
+        raw = _stat(self.pid)
+        if raw is None:
             return False
-        return state_letter(self.pid) not in (None, "Z", "X")
+        fields = _after_comm(raw)
+        return int(fields[19]) == self.start_ticks and fields[0] not in (b"Z", b"X")
 
     def terminate(self) -> None:
         """SIGTERM the process if it is still this one (never a reused PID)."""
@@ -76,10 +93,21 @@ class ProcessRef:
         return cls(int(data["pid"]), int(data["start_ticks"]))
 
 
+_BOOT_ID: list[str] = []
+
+
 def boot_id() -> str:
-    """The kernel's id for this boot; records from another boot are judged differently."""
-    with open("/proc/sys/kernel/random/boot_id") as handle:
-        return handle.read().strip()
+    """The kernel's id for this boot; records from another boot are judged differently.
+
+    Read once per process: a process does not outlive the boot it started in.
+    """
+    if not _BOOT_ID:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            _BOOT_ID.append(handle.read().strip())
+    return _BOOT_ID[0]
+
+
+_CURRENT: dict[int, ProcessRef] = {}
 
 
 # -- process facts for resource faults -------------------------------------------------
@@ -90,12 +118,8 @@ PF_KTHREAD = 0x00200000
 
 def _stat_fields(pid: int) -> list[bytes] | None:
     """Fields 3.. of /proc/PID/stat (after comm), or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return raw[raw.rindex(b")") + 2 :].split()
+    raw = _stat(pid)
+    return None if raw is None else _after_comm(raw)
 
 
 def exists(pid: int) -> bool:

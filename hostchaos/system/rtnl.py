@@ -171,10 +171,26 @@ class Request:
 class Outcome:
     """What the kernel answered to one request of a batch."""
 
-    #: the kernel's refusal, or None when it acknowledged the request
+    #: the kernel's refusal, or None when it accepted the request
     error: NetlinkError | None
     #: reply messages (a ``get``'s answer), decoded by pyroute2
     replies: list[Any]
+    #: an acknowledgement or a refusal came (ends the answer to this request)
+    answered: bool = False
+
+
+#: where nlmsghdr keeps its flags (after the length and the type)
+_FLAGS_AT = struct.Struct("=H")
+
+
+def _without_ack(data: bytes) -> bytes:
+    """An encoded request that asks for no acknowledgement of success (refusals still come)."""
+    flags = _FLAGS_AT.unpack_from(data, 6)[0]
+    if not flags & NLM_F_ACK:
+        return data
+    out = bytearray(data)
+    _FLAGS_AT.pack_into(out, 6, flags & ~NLM_F_ACK)
+    return bytes(out)
 
 
 #: encoded requests by their arguments, with sequence number 0. pyroute2 computes an htb
@@ -281,26 +297,33 @@ class Rtnl:
     def batch(self, requests: list[Request]) -> list[Outcome]:
         """Send encoded requests in one datagram; each one's outcome, in order.
 
-        Every request carries NLM_F_ACK, so the kernel answers each with an
-        acknowledgement (or its error) and goes on with the next one.
+        The kernel handles the messages of a datagram in turn and goes on after
+        a refused one. It answers a refusal always, a success only when asked
+        (NLM_F_ACK): so only the last request asks, and the others' refusals,
+        sent as each is handled, arrive before the last one's answer. A
+        request with no refusal by then was accepted.
         """
         if not requests:
             return []
         outcomes = {r.seq: Outcome(None, []) for r in requests}
-        pending = set(outcomes)
-        self._sock.send(b"".join(r.data for r in requests))
+        last = requests[-1].seq
+        self._sock.send(b"".join([*(_without_ack(r.data) for r in requests[:-1]),
+                                  requests[-1].data]))
         self.sends += 1
         self.requests += len(requests)
-        while pending:
+        answered = False
+        while not answered:
             for reply in self._receive():
                 seq = reply["header"]["sequence_number"]
-                if seq not in pending:
+                outcome = outcomes.get(seq)
+                if outcome is None or outcome.answered:
                     continue  # an answer to an earlier, abandoned request
                 if reply["header"]["type"] == NLMSG_ERROR:
-                    outcomes[seq].error = _refusal(reply["header"].get("error"))
-                    pending.discard(seq)
+                    outcome.error = _refusal(reply["header"].get("error"))
+                    outcome.answered = True
+                    answered = answered or seq == last
                 else:
-                    outcomes[seq].replies.append(reply)
+                    outcome.replies.append(reply)
         return [outcomes[r.seq] for r in requests]
 
     def request(self, request: Request) -> list[Any]:

@@ -140,3 +140,35 @@ def test_an_interface_is_found_by_ioctl_in_the_sockets_own_namespace(pair: Netns
         assert ns._ipr.interface("x" * 20) is None and ns._ipr.interface("") is None
         assert ns.tree(pair.iface_a).index == expected[pair.iface_a][0]
         assert ns.tree(pair.iface_a).mtu() == 1400
+
+
+def test_a_batch_reports_each_refusal_though_only_its_last_request_asks_for_an_ack(
+        pair: NetnsPair) -> None:
+    """Rtnl.batch asks the kernel to acknowledge only the last message; every refusal, in
+    the middle or at the end, is still that request's outcome, and the others took effect."""
+    from hostchaos.system.netlink import ROOT_HANDLE, TC_H_ROOT
+    from hostchaos.system.tc_namespace import netns_path, open_namespace
+
+    before = pair.tc_config()
+    with open_namespace(netns_path(pair.a), pair.a) as ns:
+        rtnl = ns._ipr
+        index = ns.tree(pair.iface_a).index
+        m = rtnl.tc_message
+        requests = [
+            m("add", "htb", index, ROOT_HANDLE, parent=TC_H_ROOT, default=0),
+            m("add-class", "htb", index, 0x48430001, parent=0x11110000, rate=1000,
+              quantum=1500),  # no such parent: refused
+            m("add-class", "htb", index, 0x48430002, parent=ROOT_HANDLE, rate=1000,
+              quantum=1500),
+            m("add", "htb", index, ROOT_HANDLE, parent=TC_H_ROOT, default=0),  # EEXIST
+        ]
+        sends = rtnl.sends
+        outcomes = rtnl.batch(requests)
+        assert rtnl.sends == sends + 1
+        assert [o.error is None for o in outcomes] == [True, False, True, False]
+        during = pair.tc_config()
+        assert "htb 4843: root" in during and "class htb 4843:2" in during
+        assert "class htb 4843:1" not in during
+        (accepted,) = rtnl.batch([m("del", index=index, handle=ROOT_HANDLE, parent=TC_H_ROOT)])
+        assert accepted.error is None
+    assert pair.tc_config() == before

@@ -186,3 +186,44 @@ def test_a_root_set_up_between_preflight_and_apply_is_left_alone(
     config = pair.tc_config()
     assert "htb 1: root" in config and "4843" not in config and "4901" not in config
     assert not engine.journal.has_open_records()
+
+
+def _descriptors() -> set[str]:
+    """This process's open descriptors, as /proc/self/fd shows them (with what they name)."""
+    out = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out.add(f"{name} -> {os.readlink(f'/proc/self/fd/{name}')}")
+        except FileNotFoundError:
+            pass  # the descriptor listdir itself used
+    return out
+
+
+@pytest.mark.parametrize("sighting_seconds", [0.0, 60.0], ids=["reopened", "handed-on"])
+def test_the_namespace_preflight_opens_is_closed_on_every_path(
+        pair: NetnsPair, state_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        sighting_seconds: float) -> None:
+    """Preflight keeps the namespace open for apply; a dry run, a refused inject and an
+    inject+rollback all end with the descriptors this process had before."""
+    import gc
+
+    from hostchaos.errors import HostchaosError
+    from hostchaos.faults import traffic
+    from hostchaos.faults.rate import RateSpec
+
+    monkeypatch.setattr(traffic, "SIGHTING_SECONDS", sighting_seconds)
+    engine = Engine(Config(state_dir=state_dir))
+    spec = RateSpec(iface=pair.iface_a, netns=pair.a, rate="1mbit")
+    engine.rollback(engine.inject(spec, 30).id)  # imports, caches and the journal made once
+    before = _descriptors()
+    engine.plan(spec, 30, None)
+    engine.rollback(engine.inject(spec, 30).id)
+    subprocess.run(["tc", "-n", pair.a, "qdisc", "add", "dev", pair.iface_a, "root", "handle",
+                    "1:", "htb"], check=True)
+    with pytest.raises(HostchaosError):
+        engine.inject(spec, 30)  # refused by preflight: a root of someone else's
+    subprocess.run(["tc", "-n", pair.a, "qdisc", "del", "dev", pair.iface_a, "root"],
+                   check=True)
+    gc.collect()
+    assert _descriptors() == before
+    assert not engine.journal.has_open_records()
