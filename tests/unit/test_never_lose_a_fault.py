@@ -343,3 +343,48 @@ def test_a_rollback_failure_is_reported_with_how_to_retry(
     with pytest.raises(RollbackError, match=f"hostchaos rollback {record.id}"):
         engine.rollback(record.id)
     assert engine.journal.load(record.id).state == "rollback-failed"
+
+
+KILLED_BETWEEN_EXCHANGE_AND_UNLINK = """
+import os, sys, time
+from pathlib import Path
+from hostchaos.journal import Journal
+from hostchaos.system import renames
+from tests.unit.test_never_lose_a_fault import record_for
+
+journal = Journal(Path(sys.argv[1]))
+record = record_for(sys.argv[2])
+journal.save(record)                        # the record and its copy exist
+record.undo.append({"step": "item", "key": "t1-1", "host_file": sys.argv[2]})
+
+def parked(path):                           # right after the exchange, before the unlink
+    print("exchanged", flush=True)
+    time.sleep(3600)
+
+renames.os.unlink = parked
+journal.save(record, with_copy=False)
+"""
+
+
+def test_kill_9_between_the_exchange_and_the_unlink_leaves_the_new_record(
+        state_dir: Path, tmp_path: Path, idle: list[subprocess.Popen[bytes]]) -> None:
+    """The new record is in place; the old one, left under the temporary name of a writer
+    that is gone, is a stale temporary file that sweep removes."""
+    Journal(state_dir).prepare()
+    host = str(tmp_path / "host.json")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_BETWEEN_EXCHANGE_AND_UNLINK,
+                              str(state_dir), host], cwd=REPO, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "exchanged\n"
+    finally:
+        child.kill()
+        child.wait()
+    journal = Journal(state_dir)
+    stored = journal.load("hc-fake-0000f5ze")
+    assert not stored.salvaged and stored.undo[-1]["key"] == "t1-1"  # the new version
+    (left,) = journal.stale_temp_files()
+    assert json.loads(left.read_text())["undo"][-1]["key"] == "t1-0"  # the old one
+    report = make_engine(state_dir, idle).sweep()
+    assert report.failed == []
+    assert journal.stale_temp_files() == [] and not left.exists()
