@@ -53,6 +53,21 @@ def machine() -> dict[str, Any]:
             "load_1m": round(os.getloadavg()[0], 2)}
 
 
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem ``path`` is on (ext4, tmpfs ...), from /proc/self/mountinfo."""
+    best, kind = "", "?"
+    target = str(path.resolve())
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            point = fields[4]
+            fstype = fields[fields.index("-") + 1]
+            if (target == point or target.startswith(point.rstrip("/") + "/")) \
+                    and len(point) >= len(best):
+                best, kind = point, fstype
+    return kind
+
+
 def command() -> str:
     """This process's command line, with the interpreter path made relative to the repo."""
     exe = sys.executable

@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, report, summary, timed, write
+from bench.common import REPO, filesystem_of, report, summary, timed, write
 from hostchaos.config import Config
 from hostchaos.engine import Engine
 from hostchaos.faults.from_options import spec_from_options
@@ -249,6 +249,10 @@ def main() -> int:
     parser.add_argument("--cli-kinds", help="time the cli path only for these kinds (default: "
                         "all; a cold process costs seconds under TCG)")
     parser.add_argument("--write", type=Path, help="write the JSON result here")
+    parser.add_argument("--state-base", type=Path,
+                        help="make the state directories below this directory (default: the "
+                        "system's temporary directory); the journal's writes cost what its "
+                        "filesystem makes them cost")
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     paths = [p for p in args.paths.split(",") if p]
@@ -258,7 +262,8 @@ def main() -> int:
         parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
 
     results: dict[str, Any] = {}
-    base = Path(tempfile.mkdtemp(prefix="hc-bench-paths-"))
+    base = Path(tempfile.mkdtemp(prefix="hc-bench-paths-", dir=args.state_base))
+    state_fs = filesystem_of(base)
     with sandbox() as pair:
         try:
             for kind in kinds:
@@ -271,7 +276,7 @@ def main() -> int:
                 if args.write:  # after every kind: a run cut short keeps what it measured
                     write(args.write, report("network_paths", {
                         "rounds": args.rounds, "cli_rounds": args.cli_rounds,
-                        "kinds": results, "partial": True}))
+                        "state_filesystem": state_fs, "kinds": results, "partial": True}))
         finally:
             for kind in kinds:  # namespace handles' shared mounts under each state directory
                 subprocess.run(["umount", "--lazy", str(base / f"state-{kind}" / "netns")],
@@ -279,6 +284,7 @@ def main() -> int:
     remove_when_quiet(base)
     write(args.write, report("network_paths", {"rounds": args.rounds,
                                                "cli_rounds": args.cli_rounds,
+                                               "state_filesystem": state_fs,
                                                "kinds": results}))
     return 1 if any("failed" in r for r in results.values()) else 0
 

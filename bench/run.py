@@ -3,6 +3,7 @@
 Parts (``--only`` takes a comma-separated list of parts or of groups):
 
     host group: paths-host   bench/network_paths.py --kinds rate (tbf, this kernel)
+                paths-host-tmpfs the same, state directories on tmpfs (/dev/shm)
                 fidelity-host bench/fidelity.py (rate, cpu, memory, disk-fill, clock)
                 coldstart-host bench/coldstart.py
                 scale-host   bench/scale.py, when it exists
@@ -45,6 +46,10 @@ PY = "python"  # inside the VM the venv is first on PATH; on the host sys.execut
 PARTS: dict[str, tuple[str, list[str], list[str]]] = {
     "paths-host": ("host", ["bench/network_paths.py", "--kinds", "rate", "--rounds", "50",
                             "--cli-rounds", "10"], ["--rounds", "5", "--cli-rounds", "2"]),
+    # the same with the journal on tmpfs (where /run is on most hosts): what the disk costs
+    "paths-host-tmpfs": ("host", ["bench/network_paths.py", "--kinds", "rate", "--rounds", "50",
+                                  "--cli-rounds", "10", "--state-base", "/dev/shm"],
+                         ["--rounds", "5", "--cli-rounds", "2"]),
     "fidelity-host": ("host", ["bench/fidelity.py", "--checks",
                                "rate,cpu,memory,disk-fill,clock-offset,clock-rate"], []),
     "coldstart-host": ("host", ["bench/coldstart.py", "--rounds", "10"], ["--rounds", "3"]),
@@ -61,7 +66,8 @@ ON_REQUEST = {"coldstart-vm"}  # cold starts under TCG: only when named
 GROUPS = {"all": [p for p in PARTS if p not in ON_REQUEST],
           "host": [p for p in PARTS if PARTS[p][0] == "host"],
           "vm": [p for p in PARTS if PARTS[p][0] == "vm" and p not in ON_REQUEST],
-          "paths": ["paths-host", "paths-vm"], "fidelity": ["fidelity-host", "fidelity-vm"],
+          "paths": ["paths-host", "paths-host-tmpfs", "paths-vm"],
+          "fidelity": ["fidelity-host", "fidelity-vm"],
           "coldstart": ["coldstart-host"], "scale": ["scale-host"]}
 
 

@@ -91,6 +91,8 @@ def render_network_paths(result: Result) -> list[str]:
             out += ["", f"**{kind} through {path} failed**: {why}"]
     if result.get("partial"):
         out += ["", "**Partial**: the run ended before every kind was measured."]
+    if result.get("state_filesystem"):
+        out += ["", f"State directory (the journal) on {result['state_filesystem']}."]
     leaves = {k: d.get("tc_leaf") for k, d in result.get("kinds", {}).items()}
     if leaves:
         out += ["", "tc leaves: " + "; ".join(f"{k} `{v}`" for k, v in leaves.items())]
@@ -193,7 +195,7 @@ RENDERERS: dict[str, Callable[[Result], list[str]]] = {
 
 #: marker name -> the result files it is built from, in order
 SECTIONS: dict[str, list[str]] = {
-    "paths": ["paths-host.json", "paths-vm.json"],
+    "paths": ["paths-host.json", "paths-host-tmpfs.json", "paths-vm.json"],
     "fidelity": ["fidelity-host.json", "fidelity-vm.json"],
     "coldstart": ["coldstart-host.json", "coldstart-vm.json"],
     "scale": ["scale-host.json"],

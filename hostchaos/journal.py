@@ -114,6 +114,10 @@ class UnreadableRecord(NamedTuple):
         return self.path.name.removesuffix(".json")
 
 
+#: a record is plain data built by ``to_dict`` (no cycles to look for): compact JSON
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte of ``data`` or raise OSError: a short write is continued.
 
@@ -217,7 +221,7 @@ class Journal:
             durable = record.survives_reboot
         ended = not record.is_open
         final = self.path_of(record.id, ended=ended)
-        data = json.dumps(record.to_dict(), separators=(",", ":")).encode()
+        data = _ENCODER.encode(record.to_dict()).encode()
         try:
             self._replace(final, data, durable)
             if ended:
