@@ -166,9 +166,11 @@ def render_generic(result: Result) -> list[str]:
 
 
 #: the columns of scale's rows worth a table, in order (others stay in the JSON)
-SCALE_COLUMNS = ["kind", "faults", "apply_all_s", "apply_all_cli_round_cpu_s",
-                 "rollback_all_cli_s", "rollback_all_cli_cpu_s", "rollback_all_engine_s",
-                 "rollback_all_engine_cpu_s", "rss_mib.warden", "rss_mib.agent"]
+#: per size: applying all (engine round, CLI round), `rollback --all` (engine, CLI: the
+#: acceptance figure), how many of a sample were restored exactly, the warden's RSS
+SCALE_COLUMNS = ["kind", "faults", "apply_all_engine_round_s", "rollback_all_engine_s",
+                 "apply_all_cli_round_s", "rollback_all_cli_s", "rollback_all_cli_cpu_s",
+                 "restored_cli_round", "rss_mib.warden", "rss_mib.agent"]
 
 
 def render_scale(result: Result) -> list[str]:
