@@ -14,7 +14,10 @@ Ended records live apart so that inject and sweep read only the open ones.
 
 Writing a record: the whole text goes to a new temporary file (O_EXCL,
 O_NOFOLLOW) with every byte written or an error raised (a short write is
-retried, never renamed into place), which is then renamed over the record.
+retried, never renamed into place), which then takes the record's name: an
+exchange of the two names (``renameat2(RENAME_EXCHANGE)``) and an unlink of
+the old file when a record is there, a rename otherwise (see
+:mod:`hostchaos.system.renames`: on ext4 a rename over a file costs 3x more).
 A reader sees the old or the new record, never half of one. The copy is
 written the same way right after, so a record damaged from outside (a disk
 error, an editor, a stray ``>``) is read from its copy instead.
