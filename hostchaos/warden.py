@@ -143,6 +143,21 @@ class WardenLock:
             self._fd = None
 
 
+def is_held(state_dir: Path) -> bool:
+    """Does a warden hold ``state_dir``'s warden lock? (:func:`holder` without asking who.)"""
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY | _OPEN_FLAGS)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the shared lock, if it was taken
+    return False
+
+
 def holder(state_dir: Path) -> ProcessRef | None:
     """The live warden of ``state_dir`` (whoever holds its lock), or None if there is none."""
     path = state_dir / LOCK_NAME
@@ -577,7 +592,7 @@ class OnDemand:
         self._starting: _Starting | None = None
 
     def prestart(self, kind: str | None = None) -> None:
-        if self._starting is None and holder(self.state_dir) is None:
+        if self._starting is None and not is_held(self.state_dir):
             with contextlib.suppress(ApplyError):
                 self._starting = spawn(self.state_dir, warm=kind)
 

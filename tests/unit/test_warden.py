@@ -244,3 +244,22 @@ def test_a_kill_loop_steps_in_the_warden(running: tuple[Engine, Warden], tmp_pat
     wait(lambda: not engine.journal.load(record.id).is_open, 5)
     worked = [n for n in engine.journal.load(record.id).undo if n["step"] == "worked"]
     assert 4 <= len(worked) <= 11, len(worked)
+
+
+def test_is_held_says_whether_a_warden_lock_is_taken_without_taking_it(state_dir: Path) -> None:
+    """The cheap probe before starting a warden: no file, a file nobody holds, a held lock;
+    probing never keeps the lock from the warden that takes it next."""
+    from hostchaos.warden import is_held
+
+    Journal(state_dir).prepare()
+    assert not is_held(state_dir)  # no lock file yet
+    lock = WardenLock(state_dir)
+    assert lock.acquire()
+    try:
+        assert is_held(state_dir) and holder(state_dir) == ProcessRef.current()
+    finally:
+        lock.release()
+    assert not is_held(state_dir)  # the file is there, nobody holds it
+    again = WardenLock(state_dir)
+    assert again.acquire(wait=0.0)  # the probe let go of its shared lock
+    again.release()
