@@ -73,10 +73,6 @@ BATCH_WINDOW_SECONDS = 0.005
 #: (other commands get the lock between batches)
 MAX_BATCH = 200
 MAX_BATCH_SECONDS = 0.5
-#: journal changes this close together are read as one: a command writes a record several
-#: times within a few ms (notes, active; rolling back, ended), and each read costs a core
-#: the command itself could use. Never waited past the next due time.
-BURST_SECONDS = 0.005
 #: an on-demand warden with no open fault lingers this long before exiting
 IDLE_EXIT_SECONDS = 2.0
 #: how long a starting warden, and a command starting one, wait for the other side
@@ -301,15 +297,8 @@ class Warden:
 
     def _sleep(self, seconds: float) -> None:
         fds = [self._wake_read] + ([self._inotify.fd] if self._inotify else [])
-        until = time.monotonic() + seconds
         try:
             ready, _, _ = select.select(fds, [], [], max(seconds, 0.0))
-            if self._inotify is not None and ready == [self._inotify.fd]:
-                # the rest of the burst, unless something falls due (or a wake comes) first
-                settle = min(BURST_SECONDS, until - time.monotonic())
-                if settle > 0:
-                    woken, _, _ = select.select([self._wake_read], [], [], settle)
-                    ready = ready + woken
         except InterruptedError:
             return
         if self._wake_read in ready:
