@@ -207,4 +207,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {_plain(k): _plain(v) for k, v in value.items()}
     return copy.deepcopy(value)
-

@@ -137,16 +137,6 @@ def hold(spec: NetworkSpec, expected: NetnsIdentity | None) -> Held:
     return Held(fd, identity, ns, stack)
 
 
-@contextmanager
-def peek(spec: NetworkSpec, expected: NetnsIdentity | None) -> Iterator[Namespace]:
-    """The target namespace, for reading: no note, no handle."""
-    held = hold(spec, expected)
-    try:
-        yield held.ns
-    finally:
-        held.close()
-
-
 class Prelude:
     """The ``netns`` note and the handle, made together with a fault's first notes.
 

@@ -7,6 +7,7 @@ with the process's start time in clock ticks since boot (field 22 of
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ def _stat(pid: int) -> bytes | None:
         return None
     try:
         return os.read(fd, 4096)  # the kernel writes the whole line in one read
-    except (ProcessLookupError, OSError):
+    except OSError:  # ESRCH: it exited between the open and the read
         return None
     finally:
         os.close(fd)
@@ -40,6 +41,10 @@ def state_letter(pid: int) -> str | None:
     """The one-letter state of ``pid`` (R, S, T, Z ...) or None if it is gone."""
     raw = _stat(pid)
     return None if raw is None else _after_comm(raw)[0].decode()
+
+
+#: ProcessRef.current by pid (one entry: this process's)
+_CURRENT: dict[int, ProcessRef] = {}
 
 
 @dataclass(frozen=True)
@@ -93,21 +98,14 @@ class ProcessRef:
         return cls(int(data["pid"]), int(data["start_ticks"]))
 
 
-_BOOT_ID: list[str] = []
-
-
+@functools.cache
 def boot_id() -> str:
     """The kernel's id for this boot; records from another boot are judged differently.
 
     Read once per process: a process does not outlive the boot it started in.
     """
-    if not _BOOT_ID:
-        with open("/proc/sys/kernel/random/boot_id") as handle:
-            _BOOT_ID.append(handle.read().strip())
-    return _BOOT_ID[0]
-
-
-_CURRENT: dict[int, ProcessRef] = {}
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        return handle.read().strip()
 
 
 # -- process facts for resource faults -------------------------------------------------

@@ -130,3 +130,15 @@ def test_timing_beside_the_options() -> None:
             fault_request("loss", {"iface": "eth0", "percent": 5, "for": bad})
     with pytest.raises(SpecError, match="must be a mapping"):
         fault_request("loss", ["iface"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", faults.KINDS)
+def test_a_spec_is_recorded_as_dataclasses_asdict_would(kind: str) -> None:
+    """Spec.to_dict skips asdict's deep copy; what a record keeps must not change, nor
+    read back as another spec."""
+    import dataclasses
+
+    spec = click_spec(kind, example_words(kind))
+    data = spec.to_dict()
+    assert data == dataclasses.asdict(spec)
+    assert type(spec).from_dict(data) == spec
