@@ -20,7 +20,13 @@ same run:
   then held open by the faults; earlier versions spawned a guardian per fault);
 - tc-root-netem: ``tc qdisc add ... root netem delay 100ms`` then ``tc qdisc del``
   (what most chaos tools do: two subprocesses);
-- tc-same-tree: the same HTB tree hostchaos builds, built by six ``tc`` calls;
+- tc-same-tree: the HTB root, class and leaf hostchaos builds and one match-all
+  filter per family, built by six ``tc`` calls (kept as it was so figures stay
+  comparable across versions: it lacks the engine's two IPv6 neighbour-discovery
+  pass filters);
+- tc-identical-tree: exactly the engine's tree, pass filters included, one ``tc``
+  call per qdisc, class and filter (eight here) and one ``tc qdisc del``; checked
+  before timing to dump (``tc -d``) the same as the engine's (bench/tc_equivalent.py);
 - netlink-tree: the engine's network path alone (no journal, lock, preflight or
   namespace handle): open the namespace, read the tree, build the same tree as
   ``engine`` in one batch, and take it down (the floor under ``engine``).
@@ -40,6 +46,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import tc_equivalent
 from hostchaos.config import Config
 from hostchaos.engine import Engine
 from hostchaos.faults import fault_class
@@ -140,8 +149,11 @@ def main() -> int:
                 tree.remove_fault(1, others=False)
 
         before = pair.tc_config()
+        identical = tc_equivalent.commands(spec, dev, leaf)
+        tc_equivalent.check_identical(ns, dev, identical, plain, spec)
         variants = {"engine": engine_pair(plain), "engine+warden": engine_pair(with_warden),
                     f"tc-root-{leaf[0]}": tc_root, "tc-same-tree": tc_tree,
+                    "tc-identical-tree": lambda: tc_equivalent.build_and_remove(ns, identical),
                     "netlink-tree": netlink_tree}
         if args.interleave:
             results.update(interleaved(args.rounds, variants))

@@ -11,7 +11,12 @@ times (after one warm-up) through:
   cold processes of the venv's ``hostchaos`` script, no agent (the CLI runs the
   engine and the on-demand warden itself), ``--cli-rounds`` times;
 - **tc-same-tree**: the tree hostchaos builds (HTB root, class, leaf, IPv4+IPv6
-  filters), by six ``tc`` subprocesses, then one ``tc qdisc del``;
+  filters), by six ``tc`` subprocesses, then one ``tc qdisc del`` (kept as it was
+  for comparison across versions: it lacks the engine's IPv6 neighbour-discovery
+  pass filters);
+- **tc-identical-tree**: exactly the engine's tree, one ``tc`` call per qdisc, class
+  and filter, then ``tc qdisc del``; checked first to dump (``tc -d``) the same as
+  the engine's (bench/tc_equivalent.py);
 - **tc-root**: ``tc qdisc add dev X root LEAF`` + ``tc qdisc del``: two processes,
   what most chaos tools run (it shapes everything, ARP and SSH included).
 
@@ -39,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import tc_equivalent
 from bench.common import REPO, filesystem_of, report, summary, timed, write
 from hostchaos.config import Config
 from hostchaos.engine import Engine
@@ -201,6 +207,12 @@ def one_kind(kind: str, pair: NetnsPair, base: Path, rounds: int, cli_rounds: in
                            check=False)
             raise
 
+    def identical_path() -> list[float]:
+        spec = spec_from_options(kind, {**target, **options})
+        calls = tc_equivalent.commands(spec, dev, leaf)
+        tc_equivalent.check_identical(ns, dev, calls, Engine(Config(state_dir=state)), spec)
+        return timed(rounds, lambda: tc_equivalent.build_and_remove(ns, calls))
+
     dst = NetnsPair.addr_b + "/32" if kind == "partition" else None
     runs: dict[str, Callable[[], list[float]]] = {}
     if "engine" in paths:
@@ -211,6 +223,7 @@ def one_kind(kind: str, pair: NetnsPair, base: Path, rounds: int, cli_rounds: in
         runs["cli"] = cli_path
     if "tc" in paths:
         runs["tc-same-tree"] = lambda: timed(rounds, lambda: tc_tree(ns, dev, leaf, dst))
+        runs["tc-identical-tree"] = identical_path
         runs["tc-root"] = lambda: timed(rounds, lambda: tc_root(ns, dev, leaf))
 
     out: dict[str, list[float]] = {}
@@ -230,6 +243,10 @@ def one_kind(kind: str, pair: NetnsPair, base: Path, rounds: int, cli_rounds: in
         tree = rows["tc-same-tree"]["median_ms"]
         for row in rows.values():
             row["ratio_to_tc_same_tree"] = round(row["median_ms"] / tree, 2)
+    if "tc-identical-tree" in rows:
+        tree = rows["tc-identical-tree"]["median_ms"]
+        for row in rows.values():
+            row["ratio_to_tc_identical_tree"] = round(row["median_ms"] / tree, 2)
     result: dict[str, Any] = {"tc_leaf": " ".join(leaf), "options": options, "paths": rows}
     if failed:
         result["failed"] = failed

@@ -70,7 +70,7 @@ def provenance(result: Result, name: str) -> list[str]:
 
 # -- one renderer per bench ------------------------------------------------------------
 
-PATH_ORDER = ["engine", "agent", "cli", "tc-same-tree", "tc-root"]
+PATH_ORDER = ["engine", "agent", "cli", "tc-identical-tree", "tc-same-tree", "tc-root"]
 
 
 def render_network_paths(result: Result) -> list[str]:
@@ -82,10 +82,11 @@ def render_network_paths(result: Result) -> list[str]:
             stats = paths[path]
             median = stats.get("median_ms")
             rows.append([kind, path, median, stats.get("p95_ms"), stats.get("rounds"),
+                         stats.get("ratio_to_tc_identical_tree"),
                          stats.get("ratio_to_tc_same_tree"),
                          round(median / root, 2) if root and median is not None else None])
-    out = table(["kind", "path", "median ms", "p95 ms", "rounds", "÷ tc-same-tree",
-                 "÷ tc-root"], rows)
+    out = table(["kind", "path", "median ms", "p95 ms", "rounds", "÷ tc-identical-tree",
+                 "÷ tc-same-tree", "÷ tc-root"], rows)
     for kind, data in result.get("kinds", {}).items():
         for path, why in data.get("failed", {}).items():
             out += ["", f"**{kind} through {path} failed**: {why}"]

@@ -142,6 +142,9 @@ class Journal:
         self.state_dir = state_dir
         self.faults_dir = state_dir / "faults"
         self.ended_dir = self.faults_dir / "ended"
+        # the same as strings: a record is saved four times a fault, and pathlib's
+        # joins cost more than the rest of the path work together
+        self._faults, self._ended = str(self.faults_dir), str(self.ended_dir)
         self._proved: tuple[int, int] | None = None  # (st_dev, st_ino) written to by prepare
 
     # -- setup -------------------------------------------------------------
@@ -223,22 +226,25 @@ class Journal:
         if durable is None:
             durable = record.survives_reboot
         ended = not record.is_open
-        final = self.path_of(record.id, ended=ended)
+        name = f"{record.id}.json"
+        current, copy = f"{self._faults}/{name}", f"{self._faults}/.{name}.copy"
+        final = f"{self._ended}/{name}" if ended else current
         data = _ENCODER.encode(record.to_dict()).encode()
         try:
             self._replace(final, data, durable)
             if ended:
-                for stale in (self.path_of(record.id), self.copy_of(self.path_of(record.id))):
+                for stale in (current, copy):
                     with contextlib.suppress(FileNotFoundError):
-                        stale.unlink()
-            elif with_copy or not os.path.exists(self.copy_of(final)):
-                self._replace(self.copy_of(final), data, durable)
+                        os.unlink(stale)
+            elif with_copy or not os.path.exists(copy):
+                self._replace(copy, data, durable)
         except OSError as exc:
             raise JournalError(f"cannot write fault record {final}: {exc.strerror}") from exc
 
     @staticmethod
-    def _replace(path: Path, data: bytes, durable: bool) -> None:
-        tmp = path.parent / f".{path.name}.tmp.{os.getpid()}.{os.urandom(4).hex()}"
+    def _replace(path: str | Path, data: bytes, durable: bool) -> None:
+        directory, name = os.path.split(os.fspath(path))
+        tmp = f"{directory}/.{name}.tmp.{os.getpid()}.{os.urandom(4).hex()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
         try:
             write_all(fd, data)
@@ -247,17 +253,18 @@ class Journal:
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise
         os.close(fd)
         try:
-            renames.replace(str(tmp), str(path))  # a planted symlink is replaced, not followed
+            # a planted symlink is replaced, not followed
+            renames.replace(tmp, f"{directory}/{name}")
         except BaseException:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise
         if durable:
-            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(dfd)
             finally:

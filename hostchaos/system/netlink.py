@@ -163,7 +163,8 @@ class TrafficTree(_Boundary):
     # -- reading ---------------------------------------------------------
     def qdiscs(self) -> list[QdiscInfo]:
         out = []
-        for msg in self._call("read qdiscs", self._ipr.get_qdiscs, index=self.index):
+        for msg in self._call("read qdiscs", self._ipr.get_qdiscs, index=self.index,
+                              brief=True):
             out.append(QdiscInfo(str(msg.get_attr("TCA_KIND")), msg["handle"], msg["parent"]))
         return out
 
@@ -231,7 +232,8 @@ class TrafficTree(_Boundary):
 
     def used_slots(self) -> set[int]:
         used = set()
-        for msg in self._call("read classes", self._ipr.get_classes, index=self.index):
+        for msg in self._call("read classes", self._ipr.get_classes, index=self.index,
+                              brief=True):
             handle = msg["handle"]
             if handle >> 16 == ROOT_MAJOR and handle & 0xFFFF:
                 used.add(handle & 0xFFFF)

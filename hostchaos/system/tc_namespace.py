@@ -68,7 +68,7 @@ class Namespace(_Boundary):
         return self.ifb_name(index), index
 
     def ingress_qdisc(self, index: int) -> QdiscInfo | None:
-        for msg in self._call("read qdiscs", self._ipr.get_qdiscs, index=index):
+        for msg in self._call("read qdiscs", self._ipr.get_qdiscs, index=index, brief=True):
             if msg["parent"] == TC_H_INGRESS:
                 return QdiscInfo(str(msg.get_attr("TCA_KIND")), msg["handle"], msg["parent"])
         return None

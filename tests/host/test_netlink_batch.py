@@ -172,3 +172,39 @@ def test_a_batch_reports_each_refusal_though_only_its_last_request_asks_for_an_a
         (accepted,) = rtnl.batch([m("del", index=index, handle=ROOT_HANDLE, parent=TC_H_ROOT)])
         assert accepted.error is None
     assert pair.tc_config() == before
+
+
+def test_brief_dumps_read_what_full_dumps_read(pair: NetnsPair) -> None:
+    """Where a fault goes is decided from brief dumps (fields and kind, the rest left
+    undecoded): on a real tree they name the same qdiscs and classes as full dumps."""
+    from hostchaos.system.tc_namespace import open_namespace
+
+    with open_tree(pair.iface_a, pair.a) as tree:
+        tree.build_fault(1, "tbf", {"rate": 125_000, "burst": 3000, "limit": 30_000},
+                         EVERYTHING, create_root=True)
+        tree.build_fault(2, "tbf", {"rate": 250_000, "burst": 3000, "limit": 30_000},
+                         EVERYTHING, create_root=False)
+    try:
+        with open_namespace(f"/run/netns/{pair.a}", pair.a) as ns:
+            rtnl = ns._ipr
+
+            def shape(messages: list[Any]) -> list[tuple[Any, ...]]:
+                return [(m["index"], m["handle"], m["parent"], m.get_attr("TCA_KIND"))
+                        for m in messages]
+
+            index = ns.tree(pair.iface_a).index
+            for dump in (rtnl.get_qdiscs, rtnl.get_classes):
+                full, brief = dump(index), dump(index, brief=True)
+                assert len(full) >= 3 and shape(brief) == shape(full)
+                assert all(m.get_attr("TCA_OPTIONS") is None for m in brief)
+                assert any(m.get_attr("TCA_OPTIONS") is not None for m in full)
+            everywhere = rtnl.get_qdiscs(brief=True)  # every device of the namespace
+            assert shape(everywhere) == shape(rtnl.get_qdiscs())
+            assert {m["index"] for m in everywhere} > {index}
+            assert {q.handle for q in ns.tree(pair.iface_a).qdiscs()} == {
+                m["handle"] for m in rtnl.get_qdiscs(index)}
+            assert ns.tree(pair.iface_a).used_slots() == {1, 2}
+    finally:
+        with open_tree(pair.iface_a, pair.a) as tree:
+            tree.remove_root()
+    assert "4843:" not in pair.tc_config()
