@@ -60,7 +60,8 @@ KINDS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "duplicate": ({"percent": 10}, ["netem", "duplicate", "10%"]),
     "reorder": ({"percent": 10, "ms": 10}, ["netem", "delay", "10ms", "reorder", "10%"]),
     "partition": ({"dst": [NetnsPair.addr_b + "/32"]}, ["netem", "loss", "100%"]),
-    "rate": ({"rate": "10mbit"}, ["tbf", "rate", "10mbit", "burst", "12500", "limit", "125000"]),
+    # the engine's own tbf for 10mbit (RateFault.leaf_options: burst 5000 B, 250 ms of queue)
+    "rate": ({"rate": "10mbit"}, ["tbf", "rate", "10mbit", "burst", "5000", "limit", "312500"]),
 }
 NETEM_KINDS = [k for k in KINDS if k != "rate"]
 
