@@ -17,7 +17,9 @@ same run:
   each change, lock, preflight, HTB tree + class + netem + IPv4/IPv6 filters),
   without a warden;
 - engine+warden: the same with the on-demand warden the CLI uses (started once,
-  then held open by the faults; earlier versions spawned a guardian per fault);
+  then held open by the faults; earlier versions spawned a guardian per fault), in a
+  state directory of its own (until 12-08 both engines shared one, and the warden
+  woke on each of the plain engine's writes too);
 - tc-root-netem: ``tc qdisc add ... root netem delay 100ms`` then ``tc qdisc del``
   (what most chaos tools do: two subprocesses);
 - tc-same-tree: the HTB root, class and leaf hostchaos builds and one match-all
@@ -77,14 +79,23 @@ def interleaved(rounds: int, variants: dict[str, Callable[[], None]]
                 ) -> dict[str, list[float]]:
     """Like :func:`timed` for each variant, but round by round: every variant's n-th pair
     runs next to the others' n-th, so a machine whose load changes by the second loads
-    them alike."""
+    them alike.
+
+    The order rotates by one each round, so every variant follows every other
+    equally often: a pair that comes right after a run of ``tc`` processes finds
+    the machine's caches colder than one that follows a pair of its own kind
+    (``bench/pair_after_gap.py``), and a fixed order would hand that penalty to
+    the same variant every round.
+    """
     for one in variants.values():
         one()  # warm-up, not counted
-    out: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, one in variants.items():
+    names = list(variants)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
             started = time.perf_counter()
-            one()
+            variants[name]()
             out[name].append((time.perf_counter() - started) * 1000)
     return out
 
@@ -109,7 +120,10 @@ def main() -> int:
     pyroute2.config.default_communicate_timeout = 60
 
     results: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as state, NetnsPair(prefix="hc-bench") as pair:
+    # each engine its own journal: a warden watching the plain engine's directory would
+    # wake on each of its writes and slow it (interleaved, by 0.5-1 ms a pair)
+    with tempfile.TemporaryDirectory() as state, tempfile.TemporaryDirectory() as warded, \
+            NetnsPair(prefix="hc-bench") as pair:
         ns, dev = pair.a, pair.iface_a
         spec: LatencySpec | RateSpec = (LatencySpec(iface=dev, netns=ns, ms=100)
                                         if args.kind == "latency"
@@ -117,8 +131,8 @@ def main() -> int:
         leaf = (["netem", "delay", "100ms"] if args.kind == "latency"
                 else ["tbf", "rate", "1mbit", "burst", "3000", "limit", "31250"])
         plain = Engine(Config(state_dir=Path(state)))
-        with_warden = Engine(Config(state_dir=Path(state)), warden=OnDemand(Path(state)))
-        os.environ["HOSTCHAOS_STATE_DIR"] = state
+        with_warden = Engine(Config(state_dir=Path(warded)), warden=OnDemand(Path(warded)))
+        os.environ["HOSTCHAOS_STATE_DIR"] = warded  # the warden's
 
         def engine_pair(engine: Engine) -> Callable[[], None]:
             return lambda: (engine.rollback(engine.inject(spec, 60).id), None)[1]
@@ -162,7 +176,9 @@ def main() -> int:
                 results[name] = timed(args.rounds, one)
         assert pair.tc_config() == before, "benchmark left a qdisc behind"
         # the namespace handles' shared mount point, which the temporary directory holds
-        subprocess.run(["umount", "--lazy", f"{state}/netns"], capture_output=True, check=False)
+        for directory in (state, warded):
+            subprocess.run(["umount", "--lazy", f"{directory}/netns"], capture_output=True,
+                           check=False)
 
     summary = {
         name: {"median_ms": round(statistics.median(v), 3),
