@@ -129,7 +129,7 @@ def main() -> int:
                                         if args.kind == "latency"
                                         else RateSpec(iface=dev, netns=ns, rate="1mbit"))
         leaf = (["netem", "delay", "100ms"] if args.kind == "latency"
-                else ["tbf", "rate", "1mbit", "burst", "3000", "limit", "31250"])
+                else tc_equivalent.RATE_1MBIT_LEAF)
         plain = Engine(Config(state_dir=Path(state)))
         with_warden = Engine(Config(state_dir=Path(warded)), warden=OnDemand(Path(warded)))
         os.environ["HOSTCHAOS_STATE_DIR"] = warded  # the warden's
@@ -169,16 +169,21 @@ def main() -> int:
                     f"tc-root-{leaf[0]}": tc_root, "tc-same-tree": tc_tree,
                     "tc-identical-tree": lambda: tc_equivalent.build_and_remove(ns, identical),
                     "netlink-tree": netlink_tree}
-        if args.interleave:
-            results.update(interleaved(args.rounds, variants))
-        else:
-            for name, one in variants.items():
-                results[name] = timed(args.rounds, one)
-        assert pair.tc_config() == before, "benchmark left a qdisc behind"
-        # the namespace handles' shared mount point, which the temporary directory holds
-        for directory in (state, warded):
-            subprocess.run(["umount", "--lazy", f"{directory}/netns"], capture_output=True,
-                           check=False)
+        try:
+            if args.interleave:
+                results.update(interleaved(args.rounds, variants))
+            else:
+                for name, one in variants.items():
+                    results[name] = timed(args.rounds, one)
+            assert pair.tc_config() == before, "benchmark left a qdisc behind"
+        finally:
+            for engine in (plain, with_warden):  # a pair that failed half way
+                engine.rollback_all("benchmark ended")
+            # the namespace handles' shared mount points, which the temporary directories
+            # hold: left mounted, they would keep the sandbox's namespace alive
+            for directory in (state, warded):
+                subprocess.run(["umount", "--lazy", f"{directory}/netns"],
+                               capture_output=True, check=False)
 
     summary = {
         name: {"median_ms": round(statistics.median(v), 3),

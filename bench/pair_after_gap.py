@@ -35,8 +35,6 @@ from hostchaos.engine import Engine
 from hostchaos.faults.rate import RateSpec
 from hostchaos.sandbox import NetnsPair
 
-LEAF = ["tbf", "rate", "1mbit", "burst", "3000", "limit", "31250"]
-
 
 def spin(seconds: float) -> None:
     until = time.perf_counter() + seconds
@@ -61,7 +59,8 @@ def main() -> int:
             NetnsPair(prefix="hc-gap") as pair:
         engine = Engine(Config(state_dir=Path(state)))
         spec = RateSpec(iface=pair.iface_a, netns=pair.a, rate="1mbit")
-        calls = tc_equivalent.commands(spec, pair.iface_a, LEAF)
+        calls = tc_equivalent.commands(spec, pair.iface_a,
+                                       tc_equivalent.RATE_1MBIT_LEAF)
         before = pair.tc_config()
         gaps: dict[str, Callable[[], None]] = {
             "nothing": lambda: None,
@@ -71,24 +70,28 @@ def main() -> int:
             "sleep 50 ms": lambda: time.sleep(0.05),
             "tc-identical-tree": lambda: tc_equivalent.build_and_remove(pair.a, calls),
         }
-        document = engine.rollback(engine.inject(spec, 60).id).to_dict()  # warm-up
-        for name, gap in gaps.items():
-            times, control_times = [], []
-            for _ in range(args.rounds):
-                gap()
-                started = time.perf_counter()
-                engine.rollback(engine.inject(spec, 60).id)
-                times.append((time.perf_counter() - started) * 1000)
-                gap()
-                started = time.perf_counter()
-                control_work(document)
-                control_times.append((time.perf_counter() - started) * 1000)
-            results[name] = round(statistics.median(times), 3)
-            control[name] = round(statistics.median(control_times), 3)
-            print(f"{name:20} pair {results[name]:8.2f} ms   control {control[name]:6.3f} ms",
-                  flush=True)
-        assert pair.tc_config() == before, "benchmark left a qdisc behind"
-        subprocess.run(["umount", "--lazy", f"{state}/netns"], capture_output=True, check=False)
+        try:
+            document = engine.rollback(engine.inject(spec, 60).id).to_dict()  # warm-up
+            for name, gap in gaps.items():
+                times, control_times = [], []
+                for _ in range(args.rounds):
+                    gap()
+                    started = time.perf_counter()
+                    engine.rollback(engine.inject(spec, 60).id)
+                    times.append((time.perf_counter() - started) * 1000)
+                    gap()
+                    started = time.perf_counter()
+                    control_work(document)
+                    control_times.append((time.perf_counter() - started) * 1000)
+                results[name] = round(statistics.median(times), 3)
+                control[name] = round(statistics.median(control_times), 3)
+                print(f"{name:20} pair {results[name]:8.2f} ms   control {control[name]:6.3f} ms",
+                      flush=True)
+            assert pair.tc_config() == before, "benchmark left a qdisc behind"
+        finally:
+            engine.rollback_all("benchmark ended")  # a pair that failed half way
+            subprocess.run(["umount", "--lazy", f"{state}/netns"], capture_output=True,
+                           check=False)
     if args.write:
         args.write.write_text(json.dumps({"bench": "pair_after_gap", "machine": machine(),
                                           "command": " ".join(sys.argv), "rounds": args.rounds,

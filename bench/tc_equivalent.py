@@ -32,6 +32,8 @@ from hostchaos.system.netlink import (
 )
 
 SLOT = 1  # the first fault on an interface gets class 1
+#: the tbf leaf the engine builds for ``RateSpec(rate="1mbit")`` on a 1500-byte MTU
+RATE_1MBIT_LEAF = ["tbf", "rate", "1mbit", "burst", "3000", "limit", "31250"]
 
 
 def _handle(value: int) -> str:
